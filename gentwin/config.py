@@ -1,0 +1,193 @@
+"""genai_config.json: the description of a model folder, as onnxruntime-genai's builder writes it.
+
+Both engines read a model folder through this module, so a folder that one accepts the other accepts too.
+Only the fields a decoder-only text model uses are parsed; unknown fields are kept in `raw` untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+from gentwin.errors import GentwinError
+
+CONFIG_FILENAME = "genai_config.json"
+
+# Name templates onnxruntime-genai uses when genai_config.json leaves a name out.
+DEFAULT_INPUT_NAMES = {
+    "input_ids": "input_ids",
+    "attention_mask": "attention_mask",
+    "position_ids": "position_ids",
+    "past_key_names": "past_key_values.%d.key",
+    "past_value_names": "past_key_values.%d.value",
+    "past_names": None,  # gpt2's combined [2, B, H, S, D] past, e.g. "past_%d"
+}
+DEFAULT_OUTPUT_NAMES = {
+    "logits": "logits",
+    "present_key_names": "present.%d.key",
+    "present_value_names": "present.%d.value",
+    "present_names": None,
+}
+
+# The `search` section: every option `set_search_options` accepts, with onnxruntime-genai's defaults.
+PEER_SEARCH_DEFAULTS = {
+    "do_sample": False,
+    "min_length": 0,
+    "max_length": 0,  # 0 means "use context_length", resolved at load
+    "batch_size": 1,
+    "num_beams": 1,
+    "num_return_sequences": 1,
+    "repetition_penalty": 1.0,
+    "top_k": 50,
+    "top_p": 0.0,
+    "temperature": 1.0,
+    "early_stopping": True,
+    "no_repeat_ngram_size": 0,
+    "diversity_penalty": 0.0,
+    "length_penalty": 1.0,
+    "past_present_share_buffer": False,
+    "random_seed": -1,
+}
+
+# Options gentwin adds beyond the peer; all off by default, so peer parity is untouched.
+EXTRA_SEARCH_DEFAULTS = {
+    "presence_penalty": 0.0,
+    "frequency_penalty": 0.0,
+}
+
+
+class ConfigError(GentwinError):
+    """The model folder or its genai_config.json is missing, malformed or unsupported."""
+
+
+@dataclass
+class DecoderConfig:
+    filename: str
+    num_hidden_layers: int
+    num_key_value_heads: int
+    head_size: int
+    num_attention_heads: int = 0
+    hidden_size: int = 0
+    input_names: dict = field(default_factory=lambda: dict(DEFAULT_INPUT_NAMES))
+    output_names: dict = field(default_factory=lambda: dict(DEFAULT_OUTPUT_NAMES))
+    session_options: dict = field(default_factory=dict)
+
+    @property
+    def combined_past(self) -> bool:
+        """gpt2 layout: one past tensor per layer holding keys and values, [2, B, H, S, D]."""
+        return bool(self.input_names.get("past_names"))
+
+    def past_names(self, layer: int) -> list[str]:
+        names = self.input_names
+        if self.combined_past:
+            return [names["past_names"] % layer]
+        return [names["past_key_names"] % layer, names["past_value_names"] % layer]
+
+    def present_names(self, layer: int) -> list[str]:
+        names = self.output_names
+        if self.combined_past:
+            return [names["present_names"] % layer]
+        return [names["present_key_names"] % layer, names["present_value_names"] % layer]
+
+
+@dataclass
+class GenaiConfig:
+    folder: str
+    model_type: str
+    vocab_size: int
+    context_length: int
+    bos_token_id: int
+    eos_token_ids: list[int]
+    pad_token_id: int
+    decoder: DecoderConfig
+    search: dict
+    raw: dict
+
+    @property
+    def model_path(self) -> str:
+        return os.path.join(self.folder, self.decoder.filename)
+
+
+def _require(section: dict, key: str, where: str):
+    if key not in section:
+        raise ConfigError(f"genai_config.json: missing required field '{where}.{key}'")
+    return section[key]
+
+
+def _as_int(value, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"genai_config.json: '{where}' must be an integer, got {value!r}")
+    return value
+
+
+def _eos_ids(value) -> list[int]:
+    ids = value if isinstance(value, list) else [value]
+    if not ids:
+        raise ConfigError("genai_config.json: 'model.eos_token_id' is an empty list")
+    return [_as_int(i, "model.eos_token_id") for i in ids]
+
+
+def _parse_decoder(decoder: dict) -> DecoderConfig:
+    where = "model.decoder"
+    names_in = dict(DEFAULT_INPUT_NAMES, **decoder.get("inputs", {}))
+    names_out = dict(DEFAULT_OUTPUT_NAMES, **decoder.get("outputs", {}))
+    if names_in.get("past_names") and not names_out.get("present_names"):
+        raise ConfigError("genai_config.json: 'model.decoder.inputs.past_names' needs 'outputs.present_names'")
+    return DecoderConfig(
+        filename=_require(decoder, "filename", where),
+        num_hidden_layers=_as_int(_require(decoder, "num_hidden_layers", where), where + ".num_hidden_layers"),
+        num_key_value_heads=_as_int(_require(decoder, "num_key_value_heads", where), where + ".num_key_value_heads"),
+        head_size=_as_int(_require(decoder, "head_size", where), where + ".head_size"),
+        num_attention_heads=decoder.get("num_attention_heads", 0),
+        hidden_size=decoder.get("hidden_size", 0),
+        input_names=names_in,
+        output_names=names_out,
+        session_options=decoder.get("session_options", {}),
+    )
+
+
+def _parse_search(search: dict, context_length: int) -> dict:
+    unknown = set(search) - set(PEER_SEARCH_DEFAULTS) - set(EXTRA_SEARCH_DEFAULTS)
+    if unknown:
+        raise ConfigError(f"genai_config.json: unknown search option(s) {sorted(unknown)}")
+    options = dict(PEER_SEARCH_DEFAULTS, **EXTRA_SEARCH_DEFAULTS)
+    options.update(search)
+    if not options["max_length"]:
+        options["max_length"] = context_length
+    return options
+
+
+def load_config(folder: str) -> GenaiConfig:
+    """Read FOLDER/genai_config.json; raise ConfigError naming whatever is missing or wrong."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise ConfigError(f"model folder not found: {folder!r}")
+    path = os.path.join(folder, CONFIG_FILENAME)
+    if not os.path.isfile(path):
+        raise ConfigError(f"no {CONFIG_FILENAME} in model folder {folder!r}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
+        raise ConfigError(f"{path}: missing the 'model' section")
+    model = raw["model"]
+    decoder = _parse_decoder(_require(model, "decoder", "model"))
+    context_length = _as_int(_require(model, "context_length", "model"), "model.context_length")
+    config = GenaiConfig(
+        folder=folder,
+        model_type=_require(model, "type", "model"),
+        vocab_size=_as_int(_require(model, "vocab_size", "model"), "model.vocab_size"),
+        context_length=context_length,
+        bos_token_id=_as_int(model.get("bos_token_id", 0), "model.bos_token_id"),
+        eos_token_ids=_eos_ids(_require(model, "eos_token_id", "model")),
+        pad_token_id=_as_int(model.get("pad_token_id", 0), "model.pad_token_id"),
+        decoder=decoder,
+        search=_parse_search(raw.get("search", {}), context_length),
+        raw=raw,
+    )
+    if not os.path.isfile(config.model_path):
+        raise ConfigError(f"model file {decoder.filename!r} named in genai_config.json is missing from {folder!r}")
+    return config
