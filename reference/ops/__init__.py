@@ -1,0 +1,27 @@
+"""numpy kernels for the onnxruntime contrib operators that onnxruntime-genai models use.
+
+Pass `CONTRIB_OPS` as `new_ops` to `onnx.reference.ReferenceEvaluator`.
+"""
+
+from .attention import Attention
+from .embed_layer_normalization import EmbedLayerNormalization
+from .gelu import FastGelu, QuickGelu
+from .group_query_attention import GroupQueryAttention
+from .layer_norms import SimplifiedLayerNormalization, SkipLayerNormalization, SkipSimplifiedLayerNormalization
+from .matmul_nbits import MatMulNBits
+from .multi_head_attention import MultiHeadAttention
+from .rotary_embedding import RotaryEmbedding
+
+CONTRIB_OPS = [
+    Attention,
+    EmbedLayerNormalization,
+    FastGelu,
+    GroupQueryAttention,
+    MatMulNBits,
+    MultiHeadAttention,
+    QuickGelu,
+    RotaryEmbedding,
+    SimplifiedLayerNormalization,
+    SkipLayerNormalization,
+    SkipSimplifiedLayerNormalization,
+]

@@ -1,0 +1,60 @@
+"""com.microsoft Attention: multi-head self-attention with the Q/K/V projection inside, the GPT-2 layout."""
+
+import numpy as np
+
+from .attention_common import attend, mask_bias, merge_heads, split_heads
+from .contrib_op import ContribOp, unsupported
+
+
+class Attention(ContribOp):
+    """Q, K, V = input @ weights + bias, split into num_heads heads; with a past [2, B, N, P, D] the new
+    keys and values are appended to it; output = softmax(scale * Q K^T + masks + attention_bias) V and
+    present = [K; V] of shape [2, B, N, P + S, D]. mask_index marks padding keys (see `mask_bias`);
+    unidirectional hides the keys after each query.
+    """
+
+    def _run(
+        self,
+        x,
+        weights,
+        bias=None,
+        mask_index=None,
+        past=None,
+        attention_bias=None,
+        past_sequence_length=None,
+        num_heads=None,
+        unidirectional=0,
+        scale=0.0,
+        mask_filter_value=-10000.0,
+        qkv_hidden_sizes=None,
+        do_rotary=0,
+        rotary_embedding_dim=0,
+        past_present_share_buffer=0,
+    ):
+        if do_rotary:
+            raise unsupported("Attention", "do_rotary", do_rotary)
+        if past_present_share_buffer or past_sequence_length is not None:
+            raise unsupported("Attention", "past_present_share_buffer", past_present_share_buffer)
+        if past is not None and attention_bias is not None:
+            raise ValueError("Attention: past and attention_bias cannot be used together.")
+        sizes = qkv_hidden_sizes or [weights.shape[1] // 3] * 3
+        qkv = x @ weights  # [B, S, Dq + Dk + Dv]
+        if bias is not None:
+            qkv = qkv + bias
+        query, key, value = np.split(qkv, np.cumsum(sizes)[:2], axis=-1)
+        q = split_heads(query, num_heads)  # [B, N, S, D]
+        k = split_heads(key, num_heads)  # [B, N, S, D]
+        v = split_heads(value, num_heads)  # [B, N, S, Dv]
+        if past is not None:
+            k = np.concatenate([past[0], k], axis=2)  # [B, N, P + S, D]
+            v = np.concatenate([past[1], v], axis=2)  # [B, N, P + S, Dv]
+
+        batch, _, length, head_size = q.shape
+        bias_scores = mask_bias(
+            "Attention", mask_index, unidirectional, batch, length, k.shape[2], mask_filter_value
+        )  # [B, 1, S, T]
+        if attention_bias is not None:
+            bias_scores = bias_scores + attention_bias
+
+        output = attend(q, k, v, scale if scale != 0 else 1 / np.sqrt(head_size), bias_scores)  # [B, N, S, Dv]
+        return self.outputs(merge_heads(output), np.stack([k, v]))  # [B, S, N*Dv], [2, B, N, T, D]

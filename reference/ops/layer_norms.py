@@ -1,0 +1,61 @@
+"""Layer normalisation kernels: SimplifiedLayerNormalization (RMSNorm, onnxruntime's default-domain op),
+SkipSimplifiedLayerNormalization and SkipLayerNormalization (com.microsoft)."""
+
+import numpy as np
+
+from .contrib_op import ContribOp, unsupported
+
+
+def rms_norm(x, gamma, epsilon, axes=(-1,)):
+    """x / sqrt(mean(x^2) + epsilon) * gamma, and the 1 / sqrt(...) it divided by."""
+    root_mean_square = np.sqrt(np.mean(x * x, axis=axes, keepdims=True) + np.float32(epsilon))
+    return x / root_mean_square * gamma, 1 / root_mean_square
+
+
+def layer_norm(x, gamma, beta, epsilon):
+    """(x - mean) / sqrt(mean((x - mean)^2) + epsilon) * gamma (+ beta) over the last axis."""
+    centred = x - np.mean(x, axis=-1, keepdims=True)
+    normalized = centred / np.sqrt(np.mean(centred * centred, axis=-1, keepdims=True) + np.float32(epsilon)) * gamma
+    return normalized if beta is None else normalized + beta
+
+
+class SimplifiedLayerNormalization(ContribOp):
+    """RMSNorm over the axes from `axis` on: Y = X / sqrt(mean(X^2) + epsilon) * scale; optional inv_std_var.
+
+    onnxruntime registers it in the default ONNX domain, which is where model builders put it.
+    """
+
+    op_domain = ""
+
+    def _run(self, x, scale, axis=-1, epsilon=1e-5, stash_type=1):
+        if stash_type != 1:
+            raise unsupported("SimplifiedLayerNormalization", "stash_type", stash_type)
+        axes = tuple(range(axis % x.ndim, x.ndim))
+        y, inv_std_var = rms_norm(x, scale, epsilon, axes)
+        return self.outputs(y.astype(x.dtype), inv_std_var)
+
+
+class SkipSimplifiedLayerNormalization(ContribOp):
+    """sum = input + skip (+ bias); output = RMSNorm(sum) * gamma; the 4th output is sum (the residual)."""
+
+    def _run(self, x, skip, gamma, bias=None, epsilon=1e-12):
+        reject_statistics_outputs(self, "SkipSimplifiedLayerNormalization")
+        total = x + skip if bias is None else x + skip + bias  # skip may be [B, S, H], [1, S, H] or [S, H]
+        y, _ = rms_norm(total, gamma, epsilon)
+        return self.outputs(y.astype(x.dtype), None, None, total)
+
+
+class SkipLayerNormalization(ContribOp):
+    """sum = input + skip (+ bias); output = LayerNorm(sum) * gamma (+ beta); the 4th output is sum."""
+
+    def _run(self, x, skip, gamma, beta=None, bias=None, epsilon=1e-12):
+        reject_statistics_outputs(self, "SkipLayerNormalization")
+        total = x + skip if bias is None else x + skip + bias  # skip may be [B, S, H], [1, S, H] or [S, H]
+        return self.outputs(layer_norm(total, gamma, beta, epsilon).astype(x.dtype), None, None, total)
+
+
+def reject_statistics_outputs(op, op_type):
+    """onnxruntime's CPU skip kernels never write the training-only mean and inv_std_var outputs."""
+    for index, name in [(1, "mean"), (2, "inv_std_var")]:
+        if op.output_requested(index):
+            raise unsupported(op_type, "output", name)

@@ -1,0 +1,61 @@
+"""com.microsoft MultiHeadAttention: attention over already-projected queries, keys and values."""
+
+import numpy as np
+
+from .attention_common import attend, mask_bias, merge_heads, split_heads
+from .contrib_op import ContribOp, unsupported
+
+
+class MultiHeadAttention(ContribOp):
+    """Q, K, V = query, key, value (+ bias), each [B, length, hidden] split into num_heads heads; with
+    past_key/past_value [B, N, P, D] the new keys and values are appended (present = [past; new]);
+    output = softmax(scale * Q K^T + masks + attention_bias) V. key_padding_mask marks padding keys
+    (see `mask_bias`); unidirectional hides the keys after each query.
+    """
+
+    def _run(
+        self,
+        query,
+        key=None,
+        value=None,
+        bias=None,
+        key_padding_mask=None,
+        attention_bias=None,
+        past_key=None,
+        past_value=None,
+        past_sequence_length=None,
+        cache_indirection=None,
+        num_heads=None,
+        unidirectional=0,
+        scale=0.0,
+        mask_filter_value=-10000.0,
+    ):
+        if key is None or key.ndim != 3:
+            key_rank = None if key is None else key.ndim
+            raise unsupported("MultiHeadAttention", "packed QKV/KV or a BNSH key; key rank", key_rank)
+        if past_sequence_length is not None or cache_indirection is not None:
+            raise unsupported("MultiHeadAttention", "input", "past_sequence_length/cache_indirection")
+        if self.output_requested(3):
+            raise unsupported("MultiHeadAttention", "output", "qk")
+        if unidirectional and key.shape[1] != query.shape[1]:
+            # onnxruntime then masks every query but the last as if keys started at the first query
+            raise unsupported("MultiHeadAttention", "unidirectional with key length != query length", unidirectional)
+        if bias is not None:
+            query_bias, key_bias, value_bias = np.split(bias, [query.shape[-1], query.shape[-1] + key.shape[-1]])
+            query, key, value = query + query_bias, key + key_bias, value + value_bias
+        q = split_heads(query, num_heads)  # [B, N, S, D]
+        k = split_heads(key, num_heads)  # [B, N, L, D]
+        v = split_heads(value, num_heads)  # [B, N, L, Dv]
+        if past_key is not None:
+            k = np.concatenate([past_key, k], axis=2)  # [B, N, P + L, D]
+            v = np.concatenate([past_value, v], axis=2)  # [B, N, P + L, Dv]
+
+        batch, _, length, head_size = q.shape
+        bias_scores = mask_bias(
+            "MultiHeadAttention", key_padding_mask, unidirectional, batch, length, k.shape[2], mask_filter_value
+        )  # [B, 1, S, T]
+        if attention_bias is not None:
+            bias_scores = bias_scores + attention_bias
+
+        output = attend(q, k, v, scale if scale != 0 else 1 / np.sqrt(head_size), bias_scores)  # [B, N, S, Dv]
+        return self.outputs(merge_heads(output), k, v)  # [B, S, N*Dv], [B, N, T, D], [B, N, T, Dv]
