@@ -1,0 +1,80 @@
+"""`make bench`: time-to-first-token and decode speed of each engine next to onnxruntime-genai's, in one run.
+
+Runs greedy batch-1 generation on the bench-size fixtures (about 25M parameters, 8 layers, GQA; fp32 and
+int4), built into bench-models/ on first use. Each figure is the median of several runs after a warm-up;
+ratios are against the peer measured in the same process, so machine noise affects both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_MODELS = REPO / "bench-models"
+PEER = "onnxruntime_genai"
+
+
+def ensure_bench_models() -> list[Path]:
+    if not any(BENCH_MODELS.glob("*/genai_config.json")):
+        subprocess.run([sys.executable, "-m", "gentwin.fixtures.build", "--size", "bench", "--out", str(BENCH_MODELS)],
+                       check=True)
+    return sorted(p.parent for p in BENCH_MODELS.glob("*/genai_config.json"))
+
+
+def time_one_generation(og, model, prompt: np.ndarray, new_tokens: int) -> tuple[float, float]:
+    """Seconds to the first generated token, and decode tokens per second after it."""
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=prompt.shape[1] + new_tokens + 1)
+    generator = og.Generator(model, params)
+    start = time.perf_counter()
+    generator.append_tokens(prompt)
+    generator.generate_next_token()
+    first = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        generator.generate_next_token()
+    end = time.perf_counter()
+    return first - start, (new_tokens - 1) / (end - first)
+
+
+def measure(module_name: str, model_dir: Path, prompt_length: int, new_tokens: int, repeats: int) -> dict:
+    og = importlib.import_module(module_name)
+    model = og.Model(str(model_dir))
+    prompt = np.random.default_rng(0).integers(3, 500, size=(1, prompt_length)).astype(np.int32)
+    time_one_generation(og, model, prompt, 4)  # warm-up: first-run allocations and caches
+    runs = [time_one_generation(og, model, prompt, new_tokens) for _ in range(repeats)]
+    return {"ttft_ms": 1000 * statistics.median(r[0] for r in runs),
+            "decode_tps": statistics.median(r[1] for r in runs)}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--engines", nargs="+", default=["gentwin.reference"])
+    parser.add_argument("--prompt-length", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    print(f"prompt {args.prompt_length} tokens, {args.new_tokens} new tokens, greedy, batch 1, "
+          f"median of {args.repeats} runs\n")
+    print(f"{'model':<18} {'engine':<20} {'TTFT ms':>9} {'decode tok/s':>13} {'TTFT/peer':>10} {'decode/peer':>12}")
+    for model_dir in ensure_bench_models():
+        peer = measure(PEER, model_dir, args.prompt_length, args.new_tokens, args.repeats)
+        for engine in [PEER] + args.engines:
+            row = peer if engine == PEER else measure(engine, model_dir, args.prompt_length, args.new_tokens,
+                                                      args.repeats)
+            print(f"{model_dir.name:<18} {engine:<20} {row['ttft_ms']:9.2f} {row['decode_tps']:13.1f} "
+                  f"{row['ttft_ms'] / peer['ttft_ms']:10.2f}x {row['decode_tps'] / peer['decode_tps']:11.2f}x",
+                  flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

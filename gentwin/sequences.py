@@ -1,0 +1,55 @@
+"""The token sequences of a Generator: what has been appended or generated, and which rows have finished."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class Sequences:
+    """Tokens of every row in one [rows, max_length] buffer, as the peer keeps them.
+
+    A row finishes when it generates an EOS token; from then on it is given pad tokens. Tokens appended by
+    the caller never finish a row, even EOS ones (the peer resets that state after every append). Like the
+    peer, the token that finishes the last unfinished row is not kept: the sequences end before it.
+    """
+
+    def __init__(self, rows: int, max_length: int, eos_token_ids: list[int], pad_token_id: int):
+        self.tokens = np.zeros((rows, max_length), dtype=np.int32)  # [R, max_length]
+        self.length = 0
+        self.eos_token_ids = np.asarray(eos_token_ids, dtype=np.int32)
+        self.pad_token_id = pad_token_id
+        self.finished = np.zeros(rows, dtype=bool)                  # [R]
+
+    @property
+    def max_length(self) -> int:
+        return self.tokens.shape[1]
+
+    def current(self) -> np.ndarray:
+        return self.tokens[:, : self.length]                        # [R, length]
+
+    def append_prompt(self, tokens: np.ndarray) -> None:
+        new = tokens.shape[1]
+        self.tokens[:, self.length : self.length + new] = tokens
+        self.length += new
+        self.finished[:] = False
+
+    def pad_finished_rows(self, tokens: np.ndarray) -> np.ndarray:
+        return np.where(self.finished, self.pad_token_id, tokens).astype(np.int32)  # [R]
+
+    def append_generated(self, tokens: np.ndarray) -> None:
+        self.finished |= np.isin(tokens, self.eos_token_ids)
+        if not self.all_finished:
+            self.tokens[:, self.length] = tokens
+            self.length += 1
+
+    @property
+    def all_finished(self) -> bool:
+        return bool(self.finished.all())
+
+    @property
+    def done(self) -> bool:
+        return self.all_finished or self.length == self.max_length
+
+    def rewind(self, length: int) -> None:
+        self.length = length
+        self.finished[:] = False

@@ -1,0 +1,126 @@
+"""The decoder graph in numpy: model.onnx run by onnx's ReferenceEvaluator with gentwin's contrib kernels.
+
+`load_graph` reads the model once per Model; `DecoderState` is one generator's view of it: the attention
+mask and positions so far, the KV cache, and the outputs of the last run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx.reference import ReferenceEvaluator
+from onnx.reference.op_run import RuntimeContextError
+from onnx.reference.ops import load_op
+
+from gentwin import position_inputs
+from gentwin.config import ConfigError
+from gentwin.errors import GentwinError
+from gentwin.reference.kv_cache import KVCache
+from gentwin.reference.ops import CONTRIB_OPS
+
+
+class UnsupportedOperatorError(GentwinError):
+    """The model uses an operator gentwin.reference has no kernel for."""
+
+
+def _has_kernel(node: onnx.NodeProto, opset: dict) -> bool:
+    if any(op.op_domain == node.domain and op.__name__ == node.op_type for op in CONTRIB_OPS):
+        return True
+    if node.domain not in ("", "ai.onnx"):
+        return False
+    try:
+        load_op(node.domain, node.op_type, opset.get(node.domain, opset.get("")))
+    except RuntimeContextError:
+        return True  # defined by a function body (e.g. Gelu) that the evaluator expands per node
+    except NotImplementedError:
+        return False
+    return True
+
+
+def check_supported(proto: onnx.ModelProto, path: str) -> None:
+    opset = {entry.domain: entry.version for entry in proto.opset_import}
+    missing = sorted({f"{node.domain or 'ai.onnx'}.{node.op_type}" for node in proto.graph.node
+                      if not _has_kernel(node, opset)})
+    if missing:
+        raise UnsupportedOperatorError(f"{path} uses operators gentwin.reference has no kernel for: {', '.join(missing)}")
+
+
+class Graph:
+    """model.onnx, loaded and checked once; `run` evaluates it on one set of feeds."""
+
+    def __init__(self, proto: onnx.ModelProto):
+        self.evaluator = ReferenceEvaluator(proto, new_ops=CONTRIB_OPS)
+        self.input_types = {value.name: onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+                            for value in proto.graph.input}
+        self.output_names = [value.name for value in proto.graph.output]
+
+    def run(self, feeds: dict) -> dict:
+        feeds = {name: value.astype(self.input_types[name], copy=False) for name, value in feeds.items()}
+        # Builder-written masks add float32's lowest value to itself on purpose, giving -inf.
+        with np.errstate(over="ignore"):
+            return dict(zip(self.output_names, self.evaluator.run(None, feeds)))
+
+
+def load_graph(config, _provider_config=None) -> Graph:
+    """Read the decoder (with its external data) and check every operator has a kernel."""
+    path = config.model_path
+    try:
+        proto = onnx.load(path)
+    except Exception as error:  # onnx raises several types for a corrupt or truncated file
+        raise ConfigError(f"cannot load {path}: {error}") from error
+    check_supported(proto, path)
+    return Graph(proto)
+
+
+class DecoderState:
+    """One generator's model inputs and KV cache; `run` feeds new tokens and returns their logits."""
+
+    def __init__(self, graph: Graph, config, batch_size: int, num_beams: int, max_length: int, share_buffer: bool):
+        self.graph, self.config, self.batch_size = graph, config, batch_size
+        rows = batch_size * num_beams
+        names = config.decoder.input_names
+        self.input_ids_name, self.mask_name, self.positions_name = (
+            names["input_ids"], names["attention_mask"], names["position_ids"])
+        past_dtype = graph.input_types[config.decoder.past_names(0)[0]]
+        self.kv_cache = KVCache(config, rows, max_length, share_buffer, dtype=past_dtype)
+        self.mask = None            # [R, T] attention mask so far; None before the first run
+        self.last_positions = None  # [R] position of each row's last token
+        self.outputs = {}           # the last run's outputs, by name, for get_output
+
+    def _model_inputs(self, input_ids: np.ndarray) -> dict:
+        """attention_mask and position_ids for INPUT_IDS, following the peer's rules (gentwin.position_inputs)."""
+        pad = self.config.pad_token_id
+        if self.mask is None:
+            self.mask, positions, self.last_positions = position_inputs.first_run_inputs(
+                input_ids, pad, self.batch_size)                                            # [R, S], [R, S], [R]
+        else:
+            new = input_ids.shape[1]
+            self.mask = position_inputs.next_attention_mask(self.mask, new)                 # [R, T]
+            positions = position_inputs.next_position_ids(self.last_positions, new)        # [R, S]
+            self.last_positions = positions[:, -1]                                          # [R]
+        inputs = {self.input_ids_name: input_ids, self.mask_name: self.mask, self.positions_name: positions}
+        return {name: value for name, value in inputs.items() if name in self.graph.input_types}
+
+    def run(self, input_ids: np.ndarray) -> np.ndarray:
+        """Run the decoder on INPUT_IDS [R, S]; return the logits at each row's last real token, [R, V]."""
+        feeds = self._model_inputs(input_ids)
+        feeds.update(self.kv_cache.feeds())
+        self.outputs = self.graph.run(feeds)
+        self.kv_cache.update(self.outputs)
+        logits = self.outputs[self.config.decoder.output_names["logits"]]                  # [R, S, V]
+        if input_ids.shape[1] == 1:
+            return logits[:, 0, :].astype(np.float32)                                     # [R, V]
+        last = position_inputs.last_real_token_index(input_ids, self.config.pad_token_id)  # [R]
+        return logits[np.arange(len(last)), last, :].astype(np.float32)                    # [R, V]
+
+    def rewind(self, length: int) -> None:
+        """Forget every position from LENGTH on (batch size 1, or LENGTH 0)."""
+        self.kv_cache.rewind(length)
+        if length == 0:
+            self.mask = self.last_positions = None
+        else:
+            self.mask = self.mask[:, :length]                                               # [R, length]
+            self.last_positions = np.full(self.mask.shape[0], length - 1)
+
+    def reorder(self, row_indices: np.ndarray) -> None:
+        self.kv_cache.reorder(row_indices)

@@ -1,0 +1,35 @@
+"""Model folders the tests run on: the committed fixtures, and ../shared/models when it is beside the repo."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MODELS = REPO.parent / "shared" / "models"
+FIXTURE_MODELS = REPO / "fixtures" / "models"
+
+
+def _model_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob("*") if (p / "genai_config.json").is_file()) if root.is_dir() else []
+
+
+def shared_model(name: str) -> Path:
+    path = SHARED_MODELS / name
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent (../shared/models is not beside this checkout)")
+    return path
+
+
+MODEL_DIRS = _model_dirs(SHARED_MODELS) + _model_dirs(FIXTURE_MODELS)
+MODEL_IDS = [f"{p.parent.parent.name}/{p.name}" for p in MODEL_DIRS]
+
+
+@functools.lru_cache(maxsize=None)
+def load(module_name: str, path: str):
+    """One Model per (implementation, folder) for the whole session: loading is the slow part."""
+    import importlib
+
+    return importlib.import_module(module_name).Model(path)
