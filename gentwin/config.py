@@ -54,6 +54,7 @@ PEER_SEARCH_DEFAULTS = {
 EXTRA_SEARCH_DEFAULTS = {
     "presence_penalty": 0.0,
     "frequency_penalty": 0.0,
+    "logit_bias": {},
 }
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import math
 from numbers import Integral, Real
 
+import numpy as np
+
 from gentwin.config import EXTRA_SEARCH_DEFAULTS, PEER_SEARCH_DEFAULTS
 
 MAX_BATCH_SIZE = 32  # onnxruntime-genai's limit, kept so that both accept the same programs
@@ -20,7 +22,7 @@ INT_OPTIONS = {
     "min_length", "max_length", "batch_size", "num_beams", "num_return_sequences", "top_k",
     "no_repeat_ngram_size", "random_seed", "chunk_size",
 }
-FLOAT_OPTIONS = set(SEARCH_DEFAULTS) - BOOL_OPTIONS - INT_OPTIONS
+MAPPING_OPTIONS = {"logit_bias"}
 
 
 class SearchOptionError(ValueError):
@@ -35,6 +37,8 @@ def coerce_option(name: str, value):
         if not isinstance(value, (bool, Integral)):
             raise SearchOptionError(f"search option {name!r} must be a bool, got {value!r}")
         return bool(value)
+    if name in MAPPING_OPTIONS:
+        return _coerce_logit_bias(value)
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
         raise SearchOptionError(f"search option {name!r} must be a finite number, got {value!r}")
     if name in INT_OPTIONS:
@@ -44,9 +48,27 @@ def coerce_option(name: str, value):
     return float(value)
 
 
+def _coerce_logit_bias(value) -> dict:
+    """{token_id: bias}; JSON-style string keys are accepted."""
+    if not isinstance(value, dict):
+        raise SearchOptionError(f"search option 'logit_bias' must be a dict {{token_id: bias}}, got {value!r}")
+    bias = {}
+    for token, amount in value.items():
+        try:
+            token_id = int(token)
+        except (TypeError, ValueError):
+            raise SearchOptionError(f"logit_bias key {token!r} is not a token id") from None
+        if isinstance(amount, bool) or not isinstance(amount, Real) or not math.isfinite(amount):
+            raise SearchOptionError(f"logit_bias[{token!r}] must be a finite number, got {amount!r}")
+        bias[token_id] = float(amount)
+    return bias
+
+
 def as_peer_dict(options: dict) -> dict:
     """The dict `get_search_options` returns: numbers as floats and booleans as bools, like the peer."""
-    return {name: value if name in BOOL_OPTIONS else float(value) for name, value in sorted(options.items())}
+    def shown(name, value):
+        return value if name in BOOL_OPTIONS else dict(value) if name in MAPPING_OPTIONS else float(value)
+    return {name: shown(name, value) for name, value in sorted(options.items())}
 
 
 def check_for_generator(options: dict, context_length: int, vocab_size: int) -> None:
@@ -69,5 +91,54 @@ def check_for_generator(options: dict, context_length: int, vocab_size: int) -> 
             raise SearchOptionError(f"{name} ({options[name]}) must be 0 or greater")
     if options["repetition_penalty"] <= 0:
         raise SearchOptionError(f"repetition_penalty ({options['repetition_penalty']}) must be greater than 0")
-    if options["random_seed"] < -1 or options["random_seed"] >= 2**32:
-        raise SearchOptionError(f"random_seed ({options['random_seed']}) must be -1 (random) or in [0, 2**32)")
+    if not -(2**31) <= options["random_seed"] < 2**31:
+        raise SearchOptionError(f"random_seed ({options['random_seed']}) must fit a 32-bit signed int "
+                                "(negative: a fresh random seed)")
+    outside = [token for token in options["logit_bias"] if not 0 <= token < vocab_size]
+    if outside:
+        raise SearchOptionError(f"logit_bias token id {outside[0]} is outside the vocabulary [0, {vocab_size})")
+    validate_sampling_options(options, vocab_size)
+
+
+def sampling_method(options: dict) -> str:
+    """'greedy', 'top_k', 'top_p' or 'top_k_top_p', decided as Generator::InitializeSamplingMethod does."""
+    do_sample, top_k, top_p, temperature = sampling_options(options)
+    if not do_sample or top_k == 1 or temperature == 0:
+        return "greedy"
+    if 0 < top_p < 1 and top_k > 1:
+        return "top_k_top_p"
+    if top_k > 1:
+        return "top_k"
+    return "top_p"  # top_k == 0: nucleus over the whole vocabulary, whatever top_p is
+
+
+def validate_sampling_options(options: dict, vocab_size: int) -> None:
+    """Raise ValueError naming the option when sampling is asked for with options that make no sense.
+
+    Options are checked only when they take effect, as the peer checks them: greedy search (do_sample false,
+    top_k 1 or temperature 0) ignores top_k, top_p and temperature. Two checks are gentwin's own; the peer
+    accepts these and samples anyway: temperature < 0 (which turns the distribution upside down) and top_p 0
+    with top_k 0 (an empty nucleus, which the peer turns into its first-sorted token).
+    """
+    if sampling_method(options) == "greedy":
+        return
+    _, top_k, top_p, temperature = sampling_options(options)
+    if options.get("num_beams", 1) != 1:
+        raise SearchOptionError(f"num_beams must be 1 when sampling (do_sample=True), got {options['num_beams']}")
+    if top_k < 0:
+        raise SearchOptionError(f"top_k must be 0 or greater, got {top_k}")
+    if top_k > vocab_size:
+        raise SearchOptionError(f"top_k ({top_k}) must be at most vocab_size ({vocab_size})")
+    if not 0 <= top_p <= 1:
+        raise SearchOptionError(f"top_p must be between 0 and 1 when sampling, got {float(top_p)}")
+    if top_p == 0 and top_k == 0:
+        raise SearchOptionError("top_p must be in (0, 1] when sampling with top_k 0 (nucleus sampling), got 0.0")
+    if not temperature > 0:
+        raise SearchOptionError(f"temperature must be greater than 0 when sampling, got {float(temperature)}")
+
+
+def sampling_options(options: dict) -> tuple[bool, int, np.float32, np.float32]:
+    """do_sample, top_k, top_p, temperature with the peer's defaults; the peer keeps the two reals as float32,
+    so a top_p of 0.99999999 is 1 and a temperature of 1e-50 is 0 there and here."""
+    option = lambda name: options.get(name, SEARCH_DEFAULTS[name])  # noqa: E731
+    return bool(option("do_sample")), int(option("top_k")), np.float32(option("top_p")), np.float32(option("temperature"))

@@ -16,6 +16,7 @@ class Sequences:
     def __init__(self, rows: int, max_length: int, eos_token_ids: list[int], pad_token_id: int):
         self.tokens = np.zeros((rows, max_length), dtype=np.int32)  # [R, max_length]
         self.length = 0
+        self.prompt_length = 0  # where the tokens generated since the last append begin
         self.eos_token_ids = np.asarray(eos_token_ids, dtype=np.int32)
         self.pad_token_id = pad_token_id
         self.finished = np.zeros(rows, dtype=bool)                  # [R]
@@ -31,6 +32,7 @@ class Sequences:
         new = tokens.shape[1]
         self.tokens[:, self.length : self.length + new] = tokens
         self.length += new
+        self.prompt_length = self.length
         self.finished[:] = False
 
     def pad_finished_rows(self, tokens: np.ndarray) -> np.ndarray:
@@ -52,4 +54,5 @@ class Sequences:
 
     def rewind(self, length: int) -> None:
         self.length = length
+        self.prompt_length = min(self.prompt_length, length)
         self.finished[:] = False

@@ -1,21 +1,28 @@
-"""Choosing the next token of every row from its logits.
+"""Choosing the next token of every row: the logits processors, then greedy choice or sampling.
 
-Greedy search takes the arg-max (the first one on ties, like std::max_element). Rows that have finished
-are skipped: they get pad tokens from the caller and consume no random numbers.
+The order is the peer's (RunStandardDecodingStep): min_length, repetition_penalty, no_repeat_ngram_size,
+then gentwin's extras (presence/frequency penalties, logit_bias; off by default), then the choice.
+One random number generator per Generator, carried across steps (sampling.make_rng).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from gentwin.reference import penalties, sampling
 
-class GreedySearch:
+
+class Search:
     def __init__(self, options: dict, config):
         self.options, self.config = options, config
+        self.rng = sampling.make_rng(options["random_seed"])
 
     def choose(self, logits: np.ndarray, sequences) -> np.ndarray:
-        """LOGITS [R, V] -> next token of every row, [R]."""
-        return np.argmax(logits, axis=-1).astype(np.int32)  # [R]
+        """LOGITS [R, V] (changed in place by the processors) -> the next token of every row, [R]."""
+        penalties.process_logits(logits, sequences.current(), self.options, self.config.eos_token_ids,
+                                 sequences.prompt_length, self.options["logit_bias"])
+        return sampling.choose_next_tokens(logits, self.options, self.rng, sequences.finished,
+                                           self.config.pad_token_id)  # [R]
 
     @staticmethod
     def returned_rows(options: dict) -> int:
@@ -27,4 +34,4 @@ class GreedySearch:
 
 
 def create_search(options: dict, config):
-    return GreedySearch(options, config)
+    return Search(options, config)

@@ -17,10 +17,12 @@ class MatMulNBits(ContribOp):
 
     accuracy_level 4 with uint8 (or default) zero points mirrors onnxruntime's MLAS "CompInt8"
     kernels: each row of A is cut into blocks of block_size along K and quantized symmetrically to
-    int8 (scale = max|a| / 127, value = round-half-to-even(a * (127 / max|a|))); per block, the
-    integer dot product with (B - zero_point) is scaled by scale_a * scale_b and the blocks are summed
-    in float32. onnxruntime takes that path only when B is a constant initializer it can prepack
-    (always so in exported models; a B fed as a graph input is multiplied in float32).
+    int8 (scale = max|a| / 127, value = round-half-to-even(a * (127 / max|a|))). MLAS then sums exact
+    integer block dot products scaled by scale_a * scale_b; here the int8 A is scaled back and multiplied
+    with the dequantized B in one float32 matmul. The products are the same; only the float rounding of
+    the sums differs (relative error ~1e-6). onnxruntime takes that path only when B is a constant
+    initializer it can prepack (always so in exported models; a B fed as a graph input is multiplied in
+    float32).
 
     Weights are initializers, so the unpacked weights are cached per kernel instance, keyed on the
     identity of the B, scales and zero_points arrays.
@@ -57,20 +59,19 @@ class MatMulNBits(ContribOp):
         # MLAS has no int8 kernel for float zero points, so onnxruntime multiplies those in float32
         float_zero_points = zero_points is not None and zero_points.dtype != np.uint8
         int8_path = accuracy_level == INT8_ACCURACY_LEVEL and not float_zero_points
-        weights = self._cached_weights((b, scales, zero_points), int8_path, K, N, bits, block_size)
-        y = int8_block_matmul(rows, *weights) if int8_path else rows @ weights  # [M, N]
+        weights = self._cached_weights((b, scales, zero_points), K, N, bits, block_size)  # [K, N]
+        if int8_path:
+            rows = int8_rounded(rows, block_size)  # [M, K]
+        y = rows @ weights  # [M, N]
         if bias is not None:
             y = y + bias
         return (y.reshape(*a.shape[:-1], N).astype(a.dtype),)  # [..., N]
 
-    def _cached_weights(self, sources, int8_path, K, N, bits, block_size):
-        """The unpacked weights for `sources` = (B, scales, zero_points), reused while they are the same arrays."""
+    def _cached_weights(self, sources, K, N, bits, block_size):
+        """The dequantized weights for `sources` = (B, scales, zero_points), reused while they are the same arrays."""
         if self._unpacked is None or any(x is not y for x, y in zip(self._unpacked[0], sources)):
             centred, scales = unpack_weights(*sources, N, bits, block_size)  # [N, k_blocks, block_size], [N, k_blocks]
-            if int8_path:
-                weights = centred.transpose(1, 2, 0).copy(), scales.T.copy()  # [k_blocks, block_size, N], [k_blocks, N]
-            else:
-                weights = np.ascontiguousarray((centred * scales[..., None]).reshape(N, -1)[:, :K].T)  # [K, N]
+            weights = np.ascontiguousarray((centred * scales[..., None]).reshape(N, -1)[:, :K].T)  # [K, N]
             self._unpacked = sources, weights
         return self._unpacked[1]
 
@@ -95,28 +96,17 @@ def unpack_weights(b, scales, zero_points, N, bits, block_size):
     return quantized - zero_points[..., None], scales.reshape(N, block_count)
 
 
-def quantize_rows_int8(rows, block_size):
-    """Per-block symmetric int8 quantization of A as MLAS does it -> (values [M, k_blocks, block_size]
-    held in float32, scales [M, k_blocks]). The tail block is zero padded."""
-    block_count = -(-rows.shape[1] // block_size)
-    padded = np.pad(rows, [(0, 0), (0, block_count * block_size - rows.shape[1])])
-    blocks = padded.reshape(rows.shape[0], block_count, block_size)  # [M, k_blocks, block_size]
-    max_abs = np.abs(blocks).max(axis=-1)  # [M, k_blocks]
+def int8_rounded(rows, block_size):
+    """A as MLAS sees it: each block of block_size values along K rounded symmetrically to int8, then
+    scaled back to float32. The tail block is zero padded."""
+    m, k = rows.shape
+    block_count = -(-k // block_size)
+    padded = np.zeros((m, block_count * block_size), np.float32)
+    padded[:, :k] = rows
+    blocks = padded.reshape(m, block_count, block_size)  # [M, k_blocks, block_size]
+    max_abs = np.abs(blocks).max(axis=-1, keepdims=True)  # [M, k_blocks, 1]
     nonzero = max_abs != 0
     # 127 / max|a| in one division, not 1 / scale: the two can differ by an ulp and flip a rounding
     inverse_scale = np.divide(INT8_MAX, max_abs, out=np.zeros_like(max_abs), where=nonzero)
-    values = np.rint(blocks * inverse_scale[..., None])  # round half to even, like _MM_ROUND_NEAREST
-    return values, max_abs / INT8_MAX
-
-
-def int8_block_matmul(rows, integer_weights, weight_scales):
-    """sum over blocks of (scale_a * scale_b) * (int8 A block . integer B block), in float32."""
-    block_count, block_size, _ = integer_weights.shape
-    values, row_scales = quantize_rows_int8(rows, block_size)  # [M, k_blocks, block_size], [M, k_blocks]
-    y = np.zeros((rows.shape[0], integer_weights.shape[2]), np.float32)  # [M, N]
-    # Block by block: the float32 products of small integers are exact, and a [k_blocks, M, N] array
-    # of all block dot products at once would be too large for long prompts.
-    for block in range(block_count):
-        dot = values[:, block] @ integer_weights[block]  # [M, N], exact integers
-        y += (row_scales[:, block, None] * weight_scales[block]) * dot
-    return y
+    values = np.rint(blocks * inverse_scale)  # round half to even, like _MM_ROUND_NEAREST
+    return (values * (max_abs / INT8_MAX)).reshape(m, -1)[:, :k]  # [M, K]
