@@ -48,7 +48,7 @@ class Model:
 
     load_graph = None     # (GenaiConfig, Config) -> graph shared by all generators of this model
     DecoderState = None   # (graph, GenaiConfig, batch_size, num_beams, max_length, share_buffer) -> per-generator state
-    Search = None         # (options, GenaiConfig) -> picks next tokens from logits
+    Search = None         # (options, GenaiConfig) -> advances the sequences by one token chosen from logits
 
     def __init__(self, config_or_path):
         self._config = config_or_path if isinstance(config_or_path, Config) else Config(config_or_path)
@@ -145,9 +145,9 @@ class Generator:
                                "append_tokens to continue, or rewind_to")
         logits = self._compute_logits()
         self.logits = None
-        tokens = self.search.choose(logits, self.sequences)                     # [R]
-        self.next_tokens = self.sequences.pad_finished_rows(tokens)
-        self.sequences.append_generated(self.next_tokens)
+        self.next_tokens, row_order = self.search.advance(logits, self.sequences)  # [R], [R] or None
+        if row_order is not None:
+            self.state.reorder(row_order)
 
     def _compute_logits(self) -> np.ndarray:
         """The logits of the next choice: run the model on the tokens the KV cache does not hold yet."""
@@ -168,7 +168,7 @@ class Generator:
         return self.logits
 
     def is_done(self) -> bool:
-        return self.logits is None and self.sequences.done
+        return self.logits is None and self.search.is_done(self.sequences)
 
     # -- reading and writing state -------------------------------------------------------------------
 

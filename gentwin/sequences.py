@@ -35,9 +35,6 @@ class Sequences:
         self.prompt_length = self.length
         self.finished[:] = False
 
-    def pad_finished_rows(self, tokens: np.ndarray) -> np.ndarray:
-        return np.where(self.finished, self.pad_token_id, tokens).astype(np.int32)  # [R]
-
     def append_generated(self, tokens: np.ndarray) -> None:
         self.finished |= np.isin(tokens, self.eos_token_ids)
         if not self.all_finished:

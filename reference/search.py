@@ -17,12 +17,19 @@ class Search:
         self.options, self.config = options, config
         self.rng = sampling.make_rng(options["random_seed"])
 
-    def choose(self, logits: np.ndarray, sequences) -> np.ndarray:
-        """LOGITS [R, V] (changed in place by the processors) -> the next token of every row, [R]."""
+    def advance(self, logits: np.ndarray, sequences):
+        """Choose every row's next token from LOGITS [R, V] (changed in place by the processors) and append
+        it to SEQUENCES (pad for finished rows). Returns (tokens [R], None): rows keep their order."""
         penalties.process_logits(logits, sequences.current(), self.options, self.config.eos_token_ids,
                                  sequences.prompt_length, self.options["logit_bias"])
-        return sampling.choose_next_tokens(logits, self.options, self.rng, sequences.finished,
-                                           self.config.pad_token_id)  # [R]
+        tokens = sampling.choose_next_tokens(logits, self.options, self.rng, sequences.finished,
+                                             self.config.pad_token_id)  # [R]
+        sequences.append_generated(tokens)
+        return tokens, None
+
+    @staticmethod
+    def is_done(sequences) -> bool:
+        return sequences.done
 
     @staticmethod
     def returned_rows(options: dict) -> int:
