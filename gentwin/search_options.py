@@ -11,6 +11,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from gentwin.config import EXTRA_SEARCH_DEFAULTS, PEER_SEARCH_DEFAULTS
+from gentwin.errors import GentwinError
 
 MAX_BATCH_SIZE = 32  # onnxruntime-genai's limit, kept so that both accept the same programs
 MAX_NUM_BEAMS = 32
@@ -25,7 +26,7 @@ INT_OPTIONS = {
 MAPPING_OPTIONS = {"logit_bias"}
 
 
-class SearchOptionError(ValueError):
+class SearchOptionError(GentwinError, ValueError):
     """A search option is unknown, of the wrong type, or out of range."""
 
 
