@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 # Steps: ("generate", n) runs generate_next_token n times (stopping early when done); ("finish",) runs it
-# until is_done(); ("append", tokens) appends one more turn (batch 1); ("rewind", length) calls rewind_to.
+# until is_done(); ("append", tokens) appends one more turn (batch 1); ("rewind", length) calls rewind_to;
+# ("rewind_back", k) rewinds k tokens, but never below 1.
 Step = tuple
 
 
@@ -39,7 +40,7 @@ def play(og, model, scenario: Scenario, feed_pending_before_append: bool = False
     params.set_search_options(batch_size=scenario.batch_size, **scenario.options)
     generator = og.Generator(model, params)
     generator.append_tokens(np.array(scenario.prompt, dtype=np.int32))
-    snapshots, generated_last = [], False
+    snapshots, token_pending = [], False  # a generated token the model has not run yet
     for step in scenario.steps:
         kind = step[0]
         if kind in ("generate", "finish"):
@@ -48,14 +49,16 @@ def play(og, model, scenario: Scenario, feed_pending_before_append: bool = False
                 generator.generate_next_token()
                 count = None if count is None else count - 1
         elif kind == "append":
-            if feed_pending_before_append and generated_last:
+            if feed_pending_before_append and token_pending:
                 generator.get_logits()
             generator.append_tokens(np.array([step[1]], dtype=np.int32))
-        elif kind == "rewind":
-            generator.rewind_to(step[1])
+        elif kind in ("rewind", "rewind_back"):
+            length = step[1] if kind == "rewind" else max(1, generator.token_count() - step[1])
+            token_pending = token_pending and length == generator.token_count()  # rewinding to the length is a no-op
+            generator.rewind_to(length)
         else:
             raise ValueError(f"unknown scenario step {step!r}")
-        generated_last = kind in ("generate", "finish")
+        token_pending = kind in ("generate", "finish") or (kind.startswith("rewind") and token_pending)
         snapshots.append([[int(t) for t in generator.get_sequence(row)] for row in range(scenario.batch_size)])
     return snapshots
 
