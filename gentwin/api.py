@@ -123,6 +123,8 @@ class Generator:
         tokens = self._check_tokens(tokens)                                      # [R, S]
         if self.sequences.length and self.batch_size > 1:
             raise GentwinError("append_tokens can only be called once for batch_size > 1; call rewind_to(0) first")
+        if self.sequences.length and self.options["num_beams"] > 1:
+            raise GentwinError("append_tokens can only be called once with beam search (num_beams > 1)")
         if self.sequences.length + tokens.shape[1] > self.sequences.max_length:
             raise GentwinError(f"appending {tokens.shape[1]} tokens to a sequence of length {self.sequences.length} "
                                f"exceeds max_length ({self.sequences.max_length})")

@@ -18,11 +18,9 @@ order of equal logits; glibc's expf; float32 sums in the peer's order).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-
 import numpy as np
 
+from gentwin.reference.cpp_arithmetic import expf, float32_sum, partial_sort_descending, running_sum
 from gentwin.search_options import sampling_method, sampling_options
 
 F32 = np.float32
@@ -68,11 +66,11 @@ def top_k_distribution(scores, top_k: int, temperature, top_p=0.0) -> tuple[np.n
     order = _descending_order(scores, k)  # [vocab], order[:k] are the k best, equal scores in the peer's order
     kept = order[:k]  # [k]
     probs = _softmax_numerators(scores[kept], scores[kept[0]], temperature)  # [k]
-    total = _sum(probs)
+    total = float32_sum(probs)
     if total > 0:
         probs = probs / total
     if 0 < top_p < 1:
-        reached = np.flatnonzero(_running_sum(probs) >= F32(top_p))
+        reached = np.flatnonzero(running_sum(probs) >= F32(top_p))
         keep = reached[0] + 1 if reached.size else k
         kept, probs = kept[:keep], probs[:keep]  # [keep]
     return kept, _renormalised(probs)
@@ -101,9 +99,9 @@ def find_nucleus(scores, p, max_score, temperature) -> tuple[np.ndarray, int]:
     order = np.arange(vocab, dtype=np.int32)  # [vocab]
     sorted_count, k, prefix_sum, cutoff = 0, min(16, vocab), F32(0), 0
     while True:
-        _partial_sort_descending(order, scores, sorted_count, k)
+        partial_sort_descending(order, scores, sorted_count, k)
         numerators = _softmax_numerators(scores[order[sorted_count:k]], max_score, temperature)  # [k - sorted_count]
-        running = _running_sum(numerators, start=prefix_sum)  # [k - sorted_count]
+        running = running_sum(numerators, start=prefix_sum)  # [k - sorted_count]
         unsorted_left = np.arange(vocab - sorted_count - 1, vocab - k - 1, -1).astype(F32)  # [k - sorted_count]
         stops = np.flatnonzero(running >= p * (running + unsorted_left * numerators))
         cutoff = sorted_count + stops[0] + 1 if stops.size else k
@@ -113,9 +111,9 @@ def find_nucleus(scores, p, max_score, temperature) -> tuple[np.ndarray, int]:
             break
         k = min(4 * k, vocab)
     if vocab <= 64:
-        _partial_sort_descending(order, scores, sorted_count, vocab)
+        partial_sort_descending(order, scores, sorted_count, vocab)
         numerators = _softmax_numerators(scores[order], max_score, temperature)  # [vocab]
-        running = _running_sum(numerators)  # [vocab]
+        running = running_sum(numerators)  # [vocab]
         reached = np.flatnonzero(running >= p * running[-1])
         if reached.size:
             cutoff = reached[0] + 1
@@ -179,100 +177,18 @@ def _softmax_numerators(scores, max_score, temperature) -> np.ndarray:
     multiplies by the reciprocal of the temperature rather than dividing by it."""
     inv_temperature = F32(1) / F32(temperature)
     with np.errstate(over="ignore", invalid="ignore"):  # lowest() - max may round to -inf; exp gives 0
-        return _expf((np.asarray(scores, F32) - F32(max_score)) * inv_temperature)
+        return expf((np.asarray(scores, F32) - F32(max_score)) * inv_temperature)
 
 
 def _renormalised(probs) -> np.ndarray:
     """probs * (1 / their sum), the peer's last step before discrete_distribution (multiply by the inverse)."""
-    total = _sum(probs)
+    total = float32_sum(probs)
     return probs * (F32(1) / total if total > 0 else F32(0))
-
-
-def _sum(values) -> np.float32:
-    """A float32 sum in index order, as the peer's `sum += v` loop (np.sum would add pairwise)."""
-    return _running_sum(values)[-1] if len(values) else F32(0)
-
-
-def _running_sum(values, start=F32(0)) -> np.ndarray:
-    """Float32 running sums in index order, continuing from start; np.cumsum accumulates sequentially."""
-    with_start = np.concatenate([[F32(start)], np.asarray(values, F32)])  # [n + 1]
-    return np.cumsum(with_start, dtype=F32)[1:]  # [n]
-
-
-_libm = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6")
-_libm.expf.restype, _libm.expf.argtypes = ctypes.c_float, [ctypes.c_float]
-
-
-def _expf(x) -> np.ndarray:
-    """float32 exp bit-identical to the C library's expf, which the peer calls.
-
-    glibc's expf is not correctly rounded: for about 1 negative argument in 10**4 it differs from exp taken
-    in double and rounded to float. Its error before rounding is below 2**-33 relative, so wherever the
-    double result is farther than 2**-32 from a float32 rounding midpoint the two agree (checked for every
-    float32 up to 88); the ~0.1% of arguments that close to a midpoint are handed to expf itself.
-    """
-    x = np.asarray(x, F32)
-    wide = np.exp(x.astype(np.float64))  # [n]
-    with np.errstate(over="ignore"):
-        rounded = wide.astype(F32)  # [n]
-        neighbour = np.nextafter(rounded, np.where(wide >= rounded, F32(np.inf), F32(-np.inf)))  # [n]
-    with np.errstate(invalid="ignore"):  # inf - inf when exp overflows float32: not near, and expf agrees
-        midpoint = (rounded.astype(np.float64) + neighbour) / 2
-        near = np.abs(wide - midpoint) <= wide * 2.0**-32
-    rounded[near] = [_libm.expf(v) for v in x[near].tolist()]
-    return rounded
 
 
 def _descending_order(scores, k: int) -> np.ndarray:
     """Token ids [vocab] whose first k are the k highest scores, highest first, as the peer's
     std::partial_sort(ids, ids + k, ids + vocab, score greater) leaves them."""
     order = np.arange(len(scores), dtype=np.int32)
-    _partial_sort_descending(order, scores, 0, k)
+    partial_sort_descending(order, scores, 0, k)
     return order
-
-
-def _partial_sort_descending(order, scores, first: int, middle: int) -> None:
-    """std::partial_sort(order + first, order + middle, order + end, scores[a] > scores[b]) as libstdc++
-    does it, in place: heap-select the best (middle - first) of order[first:], then heap-sort them.
-
-    The sort is not stable; which of several equal scores come first, and which make the cut, is whatever
-    this heap shuffle leaves, so it is reproduced move for move (std::__heap_select, std::__sort_heap).
-    """
-    ids = order[first:].tolist()  # the range being sorted
-    key = np.asarray(scores, F32).tolist()  # float32 values compare the same as doubles
-    before = lambda a, b: key[a] > key[b]  # noqa: E731  the comparator the peer passes
-    size = middle - first
-    _make_heap(ids, size, before)
-    for i in range(size, len(ids)):  # heap-select: a better id than the heap's worst replaces it
-        if before(ids[i], ids[0]):
-            value, ids[i] = ids[i], ids[0]
-            _adjust_heap(ids, 0, size, value, before)
-    for last in range(size - 1, 0, -1):  # sort_heap: move the worst to the back, one at a time
-        value, ids[last] = ids[last], ids[0]
-        _adjust_heap(ids, 0, last, value, before)
-    order[first:] = ids
-
-
-def _make_heap(ids: list, size: int, before) -> None:
-    """std::__make_heap on ids[:size]: sift down every parent, last parent first."""
-    for parent in range((size - 2) // 2, -1, -1) if size >= 2 else ():
-        _adjust_heap(ids, parent, size, ids[parent], before)
-
-
-def _adjust_heap(ids: list, hole: int, size: int, value, before) -> None:
-    """std::__adjust_heap: move the hole down to a leaf along the preferred children, then push value up
-    from there (std::__push_heap). The heap's top is the id that is "before" no other, the worst score."""
-    top = child = hole
-    while child < (size - 1) // 2:
-        child = 2 * (child + 1)
-        if before(ids[child], ids[child - 1]):
-            child -= 1
-        ids[hole], hole = ids[child], child
-    if size % 2 == 0 and child == (size - 2) // 2:
-        child = 2 * (child + 1)
-        ids[hole], hole = ids[child - 1], child - 1
-    parent = (hole - 1) // 2
-    while hole > top and before(ids[parent], value):
-        ids[hole], hole = ids[parent], parent
-        parent = (hole - 1) // 2
-    ids[hole] = value

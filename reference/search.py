@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from gentwin.reference import penalties, sampling
+from gentwin.reference.beam_search import BeamSearch
 
 
 class Search:
@@ -41,4 +42,6 @@ class Search:
 
 
 def create_search(options: dict, config):
+    if options["num_beams"] > 1:
+        return BeamSearch(options, config)
     return Search(options, config)

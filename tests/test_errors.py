@@ -154,6 +154,14 @@ def test_second_append_with_a_batch(model):
         g.append_tokens([[9], [9]])
 
 
+def test_second_append_with_beam_search(model):
+    g = generator(model, num_beams=2)
+    g.append_tokens([[5, 6]])
+    g.generate_next_token()
+    with pytest.raises(og.GentwinError, match="only be called once with beam search"):
+        g.append_tokens([[9]])
+
+
 def test_append_past_max_length(model):
     g = generator(model, max_length=4)
     with pytest.raises(og.GentwinError, match="exceeds max_length \\(4\\)"):
