@@ -127,3 +127,21 @@ def test_generate_after_rewind_continues_from_the_kept_tokens(name):
     generator.generate_next_token()
     assert generator.token_count() == 7
     assert list(generator.get_sequence(0)) == sequence[:7]
+
+
+@pytest.fixture(scope="module")
+def variant_dirs(tmp_path_factory):
+    """The layouts' other precisions (qwen2 fp32, gemma int4, mistral-mha int4), built, not committed."""
+    from pathlib import Path
+
+    from gentwin.fixtures.build import build
+
+    return [Path(folder) for folder in build(str(tmp_path_factory.mktemp("variants")), size="variants")]
+
+
+def test_fixture_variants_match_the_peer(variant_dirs):
+    assert {p.name for p in variant_dirs} == {"qwen2-fp32", "gemma-int4", "mistral-mha-int4"}
+    for path in variant_dirs:
+        for scenario in _battery(path):
+            expected = play(og, load("onnxruntime_genai", str(path)), scenario, feed_pending_before_append=True)
+            assert play(ref, load("gentwin.reference", str(path)), scenario) == expected, (path.name, scenario.name)
