@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from gentwin.config import load_config
 from gentwin.conformance.scenarios import Scenario, greedy_battery, play
 
 PEER_MODULE = "onnxruntime_genai"
@@ -45,10 +46,8 @@ def check(impl_name: str, oracle_name: str, model_dirs: list[Path], out=sys.stdo
     failures = []
     for model_dir in model_dirs:
         impl_model, oracle_model = impl.Model(str(model_dir)), oracle.Model(str(model_dir))
-        config = oracle_model.config if hasattr(oracle_model, "config") else None
-        vocab = config.vocab_size if config else 1000
-        pad = config.pad_token_id if config else 0
-        for scenario in greedy_battery(min(vocab, 1000), pad):
+        config = load_config(str(model_dir))  # read here: any implementation's Model will do
+        for scenario in greedy_battery(min(config.vocab_size, 1000), config.pad_token_id):
             started = time.perf_counter()
             same = _play(impl, impl_model, scenario) == _play(oracle, oracle_model, scenario)
             verdict = "identical" if same else "DIVERGED"

@@ -15,7 +15,7 @@ from gentwin.conformance.check import PEER_MODULE, bundled_models, check
 TURNS = ["Hello! What is gentwin?", "And how do you know the two engines agree?"]
 
 
-def stream_reply(og, generator, tokenizer, max_new_tokens: int) -> str:
+def stream_reply(generator, tokenizer, max_new_tokens: int) -> str:
     stream, text = tokenizer.create_stream(), []
     for _ in range(max_new_tokens):
         if generator.is_done():
@@ -32,7 +32,7 @@ def chat(og, model_dir: str, system: str = "You are a tiny random model.", max_n
     model = og.Model(model_dir)
     tokenizer = og.Tokenizer(model)
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=model.config.context_length if hasattr(model, "config") else 256)
+    params.set_search_options(max_length=model.config.context_length)
     generator = og.Generator(model, params)
     system_prompt = tokenizer.apply_chat_template(json.dumps([{"role": "system", "content": system}]),
                                                   add_generation_prompt=False)
@@ -44,7 +44,7 @@ def chat(og, model_dir: str, system: str = "You are a tiny random model.", max_n
                                                add_generation_prompt=True)
         generator.append_tokens(tokenizer.encode(prompt))
         print("assistant: ", end="")
-        stream_reply(og, generator, tokenizer, max_new_tokens)
+        stream_reply(generator, tokenizer, max_new_tokens)
 
 
 def main() -> int:

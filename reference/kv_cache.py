@@ -25,8 +25,7 @@ class KVCache:
             self.empty_shape = (2, rows, decoder.num_key_value_heads, length, decoder.head_size)  # [2, B, H, S, D]
         else:
             self.empty_shape = (rows, decoder.num_key_value_heads, length, decoder.head_size)     # [B, H, S, D]
-        self.sequence_axis = len(self.empty_shape) - 2
-        self.rows_axis = self.sequence_axis - 2
+        self.rows_axis = len(self.empty_shape) - 4  # the sequence axis is always second to last
         self.dtype = dtype
         self.reset()
 
@@ -47,7 +46,7 @@ class KVCache:
             self.reset()
         elif not self.share_buffer:
             # A shared buffer needs nothing: positions past the mask are never read and get overwritten.
-            self.pasts = [np.take(past, np.arange(length), axis=self.sequence_axis) for past in self.pasts]
+            self.pasts = [past[..., :length, :] for past in self.pasts]
 
     def reorder(self, row_indices: np.ndarray) -> None:
         """Beam search: row i of the cache becomes a copy of row ROW_INDICES[i]."""
