@@ -26,6 +26,14 @@ def last_real_token_index(input_ids: np.ndarray, pad_token_id: int) -> np.ndarra
     return seq - 1 - np.argmax(is_real[:, ::-1], axis=1)                   # [B]
 
 
+def logits_at_last_tokens(logits: np.ndarray, input_ids: np.ndarray, pad_token_id: int) -> np.ndarray:
+    """LOGITS [R, S, V] of a run on INPUT_IDS [R, S], read at each row's last real token: [R, V] float32."""
+    if input_ids.shape[1] == 1:
+        return logits[:, 0, :].astype(np.float32)                            # [R, V]
+    last = last_real_token_index(input_ids, pad_token_id)                   # [R]
+    return logits[np.arange(len(last)), last, :].astype(np.float32)         # [R, V]
+
+
 def first_run_inputs(input_ids: np.ndarray, pad_token_id: int, batch_size: int):
     """Mask, positions and each row's last position for the first run on INPUT_IDS [R, S].
 
@@ -49,3 +57,32 @@ def next_attention_mask(mask: np.ndarray, new_tokens: int) -> np.ndarray:
 def next_position_ids(last_positions: np.ndarray, new_tokens: int) -> np.ndarray:
     """Positions of NEW_TOKENS appended after each row's last position."""
     return last_positions[:, None] + 1 + np.arange(new_tokens)[None, :]  # [B, new]
+
+
+class PositionInputs:
+    """A generator's attention mask and positions so far, shared by both engines' decoder states."""
+
+    def __init__(self, pad_token_id: int, batch_size: int):
+        self.pad_token_id, self.batch_size = pad_token_id, batch_size
+        self.mask = None            # [R, T] attention mask so far; None before the first run
+        self.last_positions = None  # [R] position of each row's last token
+
+    def next(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The attention mask [R, T + S] and position_ids [R, S] for a run on INPUT_IDS [R, S]."""
+        if self.mask is None:
+            self.mask, positions, self.last_positions = first_run_inputs(
+                input_ids, self.pad_token_id, self.batch_size)                   # [R, S], [R, S], [R]
+        else:
+            new = input_ids.shape[1]
+            self.mask = next_attention_mask(self.mask, new)                       # [R, T]
+            positions = next_position_ids(self.last_positions, new)              # [R, S]
+            self.last_positions = positions[:, -1]                                # [R]
+        return self.mask, positions
+
+    def rewind(self, length: int) -> None:
+        """Forget every position from LENGTH on (batch size 1, or LENGTH 0)."""
+        if length == 0:
+            self.mask = self.last_positions = None
+        else:
+            self.mask = self.mask[:, :length]                                     # [R, length]
+            self.last_positions = np.full(self.mask.shape[0], length - 1)

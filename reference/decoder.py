@@ -83,22 +83,13 @@ class DecoderState:
             names["input_ids"], names["attention_mask"], names["position_ids"])
         past_dtype = graph.input_types[config.decoder.past_names(0)[0]]
         self.kv_cache = KVCache(config, rows, max_length, share_buffer, dtype=past_dtype)
-        self.mask = None            # [R, T] attention mask so far; None before the first run
-        self.last_positions = None  # [R] position of each row's last token
+        self.positions = position_inputs.PositionInputs(config.pad_token_id, batch_size)
         self.outputs = {}           # the last run's outputs, by name, for get_output
 
     def _model_inputs(self, input_ids: np.ndarray) -> dict:
-        """attention_mask and position_ids for INPUT_IDS, following the peer's rules (gentwin.position_inputs)."""
-        pad = self.config.pad_token_id
-        if self.mask is None:
-            self.mask, positions, self.last_positions = position_inputs.first_run_inputs(
-                input_ids, pad, self.batch_size)                                            # [R, S], [R, S], [R]
-        else:
-            new = input_ids.shape[1]
-            self.mask = position_inputs.next_attention_mask(self.mask, new)                 # [R, T]
-            positions = position_inputs.next_position_ids(self.last_positions, new)        # [R, S]
-            self.last_positions = positions[:, -1]                                          # [R]
-        inputs = {self.input_ids_name: input_ids, self.mask_name: self.mask, self.positions_name: positions}
+        """input_ids, attention_mask and position_ids (gentwin.position_inputs), those the graph takes."""
+        mask, positions = self.positions.next(input_ids)                                    # [R, T], [R, S]
+        inputs = {self.input_ids_name: input_ids, self.mask_name: mask, self.positions_name: positions}
         return {name: value for name, value in inputs.items() if name in self.graph.input_types}
 
     def run(self, input_ids: np.ndarray) -> np.ndarray:
@@ -108,19 +99,12 @@ class DecoderState:
         self.outputs = self.graph.run(feeds)
         self.kv_cache.update(self.outputs)
         logits = self.outputs[self.config.decoder.output_names["logits"]]                  # [R, S, V]
-        if input_ids.shape[1] == 1:
-            return logits[:, 0, :].astype(np.float32)                                     # [R, V]
-        last = position_inputs.last_real_token_index(input_ids, self.config.pad_token_id)  # [R]
-        return logits[np.arange(len(last)), last, :].astype(np.float32)                    # [R, V]
+        return position_inputs.logits_at_last_tokens(logits, input_ids, self.config.pad_token_id)  # [R, V]
 
     def rewind(self, length: int) -> None:
         """Forget every position from LENGTH on (batch size 1, or LENGTH 0)."""
         self.kv_cache.rewind(length)
-        if length == 0:
-            self.mask = self.last_positions = None
-        else:
-            self.mask = self.mask[:, :length]                                               # [R, length]
-            self.last_positions = np.full(self.mask.shape[0], length - 1)
+        self.positions.rewind(length)
 
     def reorder(self, row_indices: np.ndarray) -> None:
         self.kv_cache.reorder(row_indices)

@@ -64,8 +64,13 @@ def top_k_distribution(scores, top_k: int, temperature, top_p=0.0) -> tuple[np.n
     head whose probability reaches top_p and renormalise. Returns token ids [kept] and float32 probs [kept]."""
     k = min(top_k, len(scores))
     order = _descending_order(scores, k)  # [vocab], order[:k] are the k best, equal scores in the peer's order
-    kept = order[:k]  # [k]
-    probs = _softmax_numerators(scores[kept], scores[kept[0]], temperature)  # [k]
+    return top_k_probabilities(scores, order[:k], temperature, top_p)
+
+
+def top_k_probabilities(scores, kept, temperature, top_p=0.0) -> tuple[np.ndarray, np.ndarray]:
+    """The second half of top_k_distribution, given the k best token ids KEPT [k], best first."""
+    k = len(kept)
+    probs = softmax_numerators(scores[kept], scores[kept[0]], temperature)  # [k]
     total = float32_sum(probs)
     if total > 0:
         probs = probs / total
@@ -73,7 +78,7 @@ def top_k_distribution(scores, top_k: int, temperature, top_p=0.0) -> tuple[np.n
         reached = np.flatnonzero(running_sum(probs) >= F32(top_p))
         keep = reached[0] + 1 if reached.size else k
         kept, probs = kept[:keep], probs[:keep]  # [keep]
-    return kept, _renormalised(probs)
+    return kept, renormalised(probs)
 
 
 def top_p_distribution(scores, top_p, temperature) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +86,7 @@ def top_p_distribution(scores, top_p, temperature) -> tuple[np.ndarray, np.ndarr
     max_score = scores.max()
     order, cutoff = find_nucleus(scores, F32(top_p), max_score, temperature)
     kept = order[:cutoff]  # [cutoff]
-    return kept, _renormalised(_softmax_numerators(scores[kept], max_score, temperature))
+    return kept, renormalised(softmax_numerators(scores[kept], max_score, temperature))
 
 
 def find_nucleus(scores, p, max_score, temperature) -> tuple[np.ndarray, int]:
@@ -100,7 +105,7 @@ def find_nucleus(scores, p, max_score, temperature) -> tuple[np.ndarray, int]:
     sorted_count, k, prefix_sum, cutoff = 0, min(16, vocab), F32(0), 0
     while True:
         partial_sort_descending(order, scores, sorted_count, k)
-        numerators = _softmax_numerators(scores[order[sorted_count:k]], max_score, temperature)  # [k - sorted_count]
+        numerators = softmax_numerators(scores[order[sorted_count:k]], max_score, temperature)  # [k - sorted_count]
         running = running_sum(numerators, start=prefix_sum)  # [k - sorted_count]
         unsorted_left = np.arange(vocab - sorted_count - 1, vocab - k - 1, -1).astype(F32)  # [k - sorted_count]
         stops = np.flatnonzero(running >= p * (running + unsorted_left * numerators))
@@ -112,7 +117,7 @@ def find_nucleus(scores, p, max_score, temperature) -> tuple[np.ndarray, int]:
         k = min(4 * k, vocab)
     if vocab <= 64:
         partial_sort_descending(order, scores, sorted_count, vocab)
-        numerators = _softmax_numerators(scores[order], max_score, temperature)  # [vocab]
+        numerators = softmax_numerators(scores[order], max_score, temperature)  # [vocab]
         running = running_sum(numerators)  # [vocab]
         reached = np.flatnonzero(running >= p * running[-1])
         if reached.size:
@@ -172,7 +177,7 @@ def discrete_distribution(weights, rng) -> int:
 # Bit-exactness helpers
 
 
-def _softmax_numerators(scores, max_score, temperature) -> np.ndarray:
+def softmax_numerators(scores, max_score, temperature) -> np.ndarray:
     """exp((score - max) * (1 / temperature)) in float32, in that order: the peer subtracts the max first and
     multiplies by the reciprocal of the temperature rather than dividing by it."""
     inv_temperature = F32(1) / F32(temperature)
@@ -180,7 +185,7 @@ def _softmax_numerators(scores, max_score, temperature) -> np.ndarray:
         return expf((np.asarray(scores, F32) - F32(max_score)) * inv_temperature)
 
 
-def _renormalised(probs) -> np.ndarray:
+def renormalised(probs) -> np.ndarray:
     """probs * (1 / their sum), the peer's last step before discrete_distribution (multiply by the inverse)."""
     total = float32_sum(probs)
     return probs * (F32(1) / total if total > 0 else F32(0))

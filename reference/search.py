@@ -14,6 +14,8 @@ from gentwin.reference.beam_search import BeamSearch
 
 
 class Search:
+    choose_next_tokens = staticmethod(sampling.choose_next_tokens)
+
     def __init__(self, options: dict, config):
         self.options, self.config = options, config
         self.rng = sampling.make_rng(options["random_seed"])
@@ -23,8 +25,8 @@ class Search:
         it to SEQUENCES (pad for finished rows). Returns (tokens [R], None): rows keep their order."""
         penalties.process_logits(logits, sequences.current(), self.options, self.config.eos_token_ids,
                                  sequences.prompt_length, self.options["logit_bias"])
-        tokens = sampling.choose_next_tokens(logits, self.options, self.rng, sequences.finished,
-                                             self.config.pad_token_id)  # [R]
+        tokens = self.choose_next_tokens(logits, self.options, self.rng, sequences.finished,
+                                         self.config.pad_token_id)  # [R]
         sequences.append_generated(tokens)
         return tokens, None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,10 @@ def shared_model(name: str) -> Path:
     return path
 
 
+# Both engines run every comparison with the peer: `@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)`.
+ENGINE_IDS = ["reference", "fast"]
+ENGINES = [importlib.import_module(f"gentwin.{name}") for name in ENGINE_IDS]
+
 MODEL_DIRS = _model_dirs(SHARED_MODELS) + _model_dirs(FIXTURE_MODELS)
 MODEL_IDS = [f"{p.parent.parent.name}/{p.name}" for p in MODEL_DIRS]
 
@@ -30,6 +35,4 @@ MODEL_IDS = [f"{p.parent.parent.name}/{p.name}" for p in MODEL_DIRS]
 @functools.lru_cache(maxsize=None)
 def load(module_name: str, path: str):
     """One Model per (implementation, folder) for the whole session: loading is the slow part."""
-    import importlib
-
     return importlib.import_module(module_name).Model(path)

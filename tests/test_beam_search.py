@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import gentwin.reference as ref
 from gentwin.reference import cpp_arithmetic
 from gentwin.reference.beam_search import BeamHypotheses
-from tests.conftest import MODEL_DIRS, MODEL_IDS, load, shared_model
+from tests.conftest import ENGINE_IDS, ENGINES, MODEL_DIRS, MODEL_IDS, load, shared_model
 from tests.test_sampling import LOGIT_KINDS, build_stub_model, make_logits, peer_penalties
 
 og = pytest.importorskip("onnxruntime_genai", reason="the peer, onnxruntime-genai 0.18.0, is not installed")
@@ -258,13 +258,14 @@ REPLAYS = {  # prompt rows (pad filled in), options, and per step: rows whose EO
 }
 
 
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
 @pytest.mark.parametrize("path", MODEL_DIRS, ids=MODEL_IDS)
 @pytest.mark.parametrize("name", sorted(REPLAYS))
-def test_beams_match_the_peer_on_real_models(path, name):
+def test_beams_match_the_peer_on_real_models(engine, path, name):
     config = load("gentwin.reference", str(path)).config
     rows, options, eos_plan = REPLAYS[name]
     prompt = [[config.pad_token_id if token is None else token for token in row] for row in rows]
-    peer, ours = (new_generator(module, path, prompt, options) for module in (og, ref))
+    peer, ours = (new_generator(module, path, prompt, options) for module in (og, engine))
     # int4 folders quantize activations to int8 per block: one rounding flip moves a row's logits by ~0.1 (seen
     # in llama-int4, batch2-padded, step 7, with the KV rows right), so only fp32 logits are held to rounding
     compare_logits = "int4" not in str(path)
@@ -287,15 +288,16 @@ def test_beams_match_the_peer_on_real_models(path, name):
 FP32_DIRS = [(path, name) for path, name in zip(MODEL_DIRS, MODEL_IDS) if "int4" not in name]
 
 
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
 @pytest.mark.parametrize("path", [path for path, _ in FP32_DIRS], ids=[name for _, name in FP32_DIRS])
 @pytest.mark.parametrize("early_stopping", [True, False])
-def test_plain_beam_search_matches_the_peer(path, early_stopping):
+def test_plain_beam_search_matches_the_peer(engine, path, early_stopping):
     eos = load("gentwin.reference", str(path)).config.eos_token_ids[0]
     prompt = [[5, eos, 9, 12], [7, 8, eos, 30]]
     options = {"num_beams": 3, "num_return_sequences": 3, "max_length": 20, "min_length": 8,
                "repetition_penalty": 0.2, "early_stopping": early_stopping}
     streams = []
-    for module in (og, ref):
+    for module in (og, engine):
         generator = new_generator(module, path, prompt, options)
         tokens = []
         while not generator.is_done():

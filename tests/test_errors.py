@@ -14,14 +14,20 @@ import gentwin.reference as og
 from gentwin.config import ConfigError
 from gentwin.reference.decoder import UnsupportedOperatorError
 from gentwin.search_options import SearchOptionError
-from tests.conftest import FIXTURE_MODELS, load
+from tests.conftest import ENGINE_IDS, ENGINES, FIXTURE_MODELS, load
 
 LLAMA = FIXTURE_MODELS / "llama-fp32"
 
 
+@pytest.fixture(params=ENGINES, ids=ENGINE_IDS)
+def engine(request):
+    return request.param
+
+
 @pytest.fixture
-def model():
-    return load("gentwin.reference", str(LLAMA))
+def model(engine):
+    """Generator, GeneratorParams and the errors are gentwin.api's, the same classes on both engines."""
+    return load(engine.__name__, str(LLAMA))
 
 
 def generator(model, **options):
@@ -40,40 +46,40 @@ def folder_copy(tmp_path):
 # -- model folders --------------------------------------------------------------------------------------
 
 
-def test_missing_folder(tmp_path):
+def test_missing_folder(engine, tmp_path):
     with pytest.raises(ConfigError, match="model folder not found"):
-        og.Model(str(tmp_path / "nowhere"))
+        engine.Model(str(tmp_path / "nowhere"))
 
 
-def test_folder_without_genai_config(tmp_path):
+def test_folder_without_genai_config(engine, tmp_path):
     with pytest.raises(ConfigError, match="no genai_config.json"):
-        og.Model(str(tmp_path))
+        engine.Model(str(tmp_path))
 
 
-def test_genai_config_that_is_not_json(folder_copy):
+def test_genai_config_that_is_not_json(engine, folder_copy):
     (folder_copy / "genai_config.json").write_text("{ not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
-        og.Model(str(folder_copy))
+        engine.Model(str(folder_copy))
 
 
-def test_genai_config_missing_a_field(folder_copy):
+def test_genai_config_missing_a_field(engine, folder_copy):
     config = json.loads((folder_copy / "genai_config.json").read_text())
     del config["model"]["decoder"]["num_hidden_layers"]
     (folder_copy / "genai_config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match="model.decoder.num_hidden_layers"):
-        og.Model(str(folder_copy))
+        engine.Model(str(folder_copy))
 
 
-def test_missing_model_file(folder_copy):
+def test_missing_model_file(engine, folder_copy):
     (folder_copy / "model.onnx").unlink()
     with pytest.raises(ConfigError, match="'model.onnx' named in genai_config.json is missing"):
-        og.Model(str(folder_copy))
+        engine.Model(str(folder_copy))
 
 
-def test_corrupt_model_file(folder_copy):
+def test_corrupt_model_file(engine, folder_copy):
     (folder_copy / "model.onnx").write_bytes(b"\x00garbage" * 100)
     with pytest.raises(ConfigError, match="cannot load .*model.onnx"):
-        og.Model(str(folder_copy))
+        engine.Model(str(folder_copy))
 
 
 def test_unsupported_operator_fails_at_load_naming_op_and_domain(folder_copy):

@@ -1,4 +1,4 @@
-"""gentwin.reference against onnxruntime-genai 0.18.0, live: greedy streams, chat continuation, rewind."""
+"""Both engines against onnxruntime-genai 0.18.0, live: greedy streams, chat continuation, rewind."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import numpy as np
 import onnxruntime_genai as og
 import pytest
 
-import gentwin.reference as ref
 from gentwin.conformance.scenarios import greedy_battery, play
-from tests.conftest import MODEL_DIRS, MODEL_IDS, load, shared_model
+from tests.conftest import ENGINE_IDS, ENGINES, MODEL_DIRS, MODEL_IDS, load, shared_model
+
+by_engine = pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
 
 
 def _battery(path):
@@ -16,12 +17,13 @@ def _battery(path):
     return greedy_battery(min(config.vocab_size, 1000), config.pad_token_id)
 
 
+@by_engine
 @pytest.mark.parametrize("path", MODEL_DIRS, ids=MODEL_IDS)
 @pytest.mark.parametrize("scenario_index", range(4), ids=["batch1", "batch2-padded", "chat-3-turns", "rewind-reappend"])
-def test_greedy_streams_match_the_peer(path, scenario_index):
+def test_greedy_streams_match_the_peer(engine, path, scenario_index):
     scenario = _battery(path)[scenario_index]
     expected = play(og, load("onnxruntime_genai", str(path)), scenario, feed_pending_before_append=True)
-    assert play(ref, load("gentwin.reference", str(path)), scenario) == expected
+    assert play(engine, load(engine.__name__, str(path)), scenario) == expected
 
 
 def _greedy(module, path, prompt, max_length=10):
@@ -35,16 +37,17 @@ def _greedy(module, path, prompt, max_length=10):
     return generator, [list(generator.get_sequence(i)) for i in range(len(prompt))]
 
 
-def test_the_peers_own_expectations_for_tiny_random_gpt2():
+@by_engine
+def test_the_peers_own_expectations_for_tiny_random_gpt2(engine):
     """onnxruntime-genai's test suite expects these for its own test model."""
     path = shared_model("tiny-random-gpt2-fp32")
-    _, sequences = _greedy(ref, path, [[0, 0, 0, 52], [0, 0, 195, 731]])
+    _, sequences = _greedy(engine, path, [[0, 0, 0, 52], [0, 0, 195, 731]])
     assert sequences == [[0, 0, 0, 52, 204, 204, 204, 204, 204, 204], [0, 0, 195, 731, 731, 114, 114, 114, 114, 114]]
-    _, (single,) = _greedy(ref, path, [[0, 0, 195, 731]])
-    model = load("gentwin.reference", str(path))
-    params = ref.GeneratorParams(model)
+    _, (single,) = _greedy(engine, path, [[0, 0, 195, 731]])
+    model = load(engine.__name__, str(path))
+    params = engine.GeneratorParams(model)
     params.set_search_options(max_length=10)
-    generator = ref.Generator(model, params)
+    generator = engine.Generator(model, params)
     generator.append_tokens([[0, 0, 195, 731]])
     generator.generate_next_token()
     generator.generate_next_token()
@@ -55,11 +58,12 @@ def test_the_peers_own_expectations_for_tiny_random_gpt2():
     assert list(generator.get_sequence(0)) == single
 
 
+@by_engine
 @pytest.mark.parametrize("path", MODEL_DIRS, ids=MODEL_IDS)
-def test_logits_match_the_peer(path):
+def test_logits_match_the_peer(engine, path):
     prompt = [[5, 17, 42, 9, 33]]
     logits = []
-    for module in (og, ref):
+    for module in (og, engine):
         model = load(module.__name__, str(path))
         params = module.GeneratorParams(model)
         params.set_search_options(max_length=16)
@@ -86,20 +90,21 @@ def _full_prefill_logits(module, path, tokens):
     return generator.get_logits()
 
 
+@by_engine
 @pytest.mark.parametrize("name", ["tiny-llama-fp32", "tiny-random-gpt2-fp32"])
-def test_append_after_generation_runs_the_last_generated_token(name):
+def test_append_after_generation_runs_the_last_generated_token(engine, name):
     """Difference from the peer (README): gentwin feeds the pending generated token before an append."""
     path = shared_model(name)
-    model = load("gentwin.reference", str(path))
-    params = ref.GeneratorParams(model)
+    model = load(engine.__name__, str(path))
+    params = engine.GeneratorParams(model)
     params.set_search_options(max_length=32)
-    generator = ref.Generator(model, params)
+    generator = engine.Generator(model, params)
     generator.append_tokens([[5, 52, 731]])
     generator.generate_next_token()
     generator.generate_next_token()
     history = [int(t) for t in generator.get_sequence(0)]
     generator.append_tokens([[10, 11]])
-    np.testing.assert_allclose(generator.get_logits(), _full_prefill_logits(ref, path, history + [10, 11]), atol=1e-5)
+    np.testing.assert_allclose(generator.get_logits(), _full_prefill_logits(engine, path, history + [10, 11]), atol=1e-5)
 
 
 def test_the_peer_leaves_a_hole_after_generation():
@@ -118,11 +123,12 @@ def test_the_peer_leaves_a_hole_after_generation():
     assert error > 1e-2, "the peer now feeds the pending token: drop the README note and feed_pending_before_append"
 
 
+@by_engine
 @pytest.mark.parametrize("name", ["tiny-llama-fp32", "tiny-random-gpt2-fp32"])
-def test_generate_after_rewind_continues_from_the_kept_tokens(name):
+def test_generate_after_rewind_continues_from_the_kept_tokens(engine, name):
     """Difference from the peer (README): after rewind_to(n), one generate_next_token makes length n + 1."""
     path = shared_model(name)
-    generator, (sequence,) = _greedy(ref, path, [[5, 52, 731, 9]], max_length=12)
+    generator, (sequence,) = _greedy(engine, path, [[5, 52, 731, 9]], max_length=12)
     generator.rewind_to(6)
     generator.generate_next_token()
     assert generator.token_count() == 7
@@ -139,9 +145,10 @@ def variant_dirs(tmp_path_factory):
     return [Path(folder) for folder in build(str(tmp_path_factory.mktemp("variants")), size="variants")]
 
 
-def test_fixture_variants_match_the_peer(variant_dirs):
+@by_engine
+def test_fixture_variants_match_the_peer(engine, variant_dirs):
     assert {p.name for p in variant_dirs} == {"qwen2-fp32", "gemma-int4", "mistral-mha-int4"}
     for path in variant_dirs:
         for scenario in _battery(path):
             expected = play(og, load("onnxruntime_genai", str(path)), scenario, feed_pending_before_append=True)
-            assert play(ref, load("gentwin.reference", str(path)), scenario) == expected, (path.name, scenario.name)
+            assert play(engine, load(engine.__name__, str(path)), scenario) == expected, (path.name, scenario.name)

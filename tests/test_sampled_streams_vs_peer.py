@@ -14,9 +14,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-import gentwin.reference as ref
 from gentwin.conformance.scenarios import Scenario, play
-from tests.conftest import MODEL_DIRS, MODEL_IDS, load
+from tests.conftest import ENGINE_IDS, ENGINES, MODEL_DIRS, MODEL_IDS, load
 
 FP32_MODELS = [(p, i) for p, i in zip(MODEL_DIRS, MODEL_IDS) if "int4" not in p.name]
 
@@ -44,22 +43,24 @@ turn = st.one_of(
 chat_steps = st.lists(turn, min_size=1, max_size=6).map(lambda turns: tuple(s for t in turns for s in t))
 
 
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
 @pytest.mark.parametrize("path", [p for p, _ in FP32_MODELS], ids=[i for _, i in FP32_MODELS])
 @settings(max_examples=12, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(options=sampling_options, prompt=st.lists(token, min_size=2, max_size=6), steps=chat_steps)
 @example(options={"do_sample": True, "random_seed": 7, "top_k": 50, "top_p": 0.9}, prompt=[5, 17, 42],
          steps=(("generate", 4), ("rewind_back", 2), ("append", [11, 12]), ("generate", 5)))
-def test_sampled_chat_streams_match_the_peer(path, options, prompt, steps):
+def test_sampled_chat_streams_match_the_peer(engine, path, options, prompt, steps):
     scenario = Scenario("sampled-chat", (tuple(prompt),), steps + (("generate", 4),), {"max_length": 64, **options})
     expected = play(og, load("onnxruntime_genai", str(path)), scenario, feed_pending_before_append=True)
-    assert play(ref, load("gentwin.reference", str(path)), scenario) == expected
+    assert play(engine, load(engine.__name__, str(path)), scenario) == expected
 
 
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
 @pytest.mark.parametrize("path", [p for p, _ in FP32_MODELS], ids=[i for _, i in FP32_MODELS])
 @pytest.mark.parametrize("seed", [0, 1, 12345])
-def test_sampled_batch_streams_match_the_peer(path, seed):
+def test_sampled_batch_streams_match_the_peer(engine, path, seed):
     scenario = Scenario("sampled-batch", ((5, 17, 42, 2, 2, 2), (9, 8, 7, 6, 5, 4)), (("finish",),),
                         {"max_length": 32, "do_sample": True, "random_seed": seed, "top_k": 40, "top_p": 0.9,
                          "temperature": 0.8})
     expected = play(og, load("onnxruntime_genai", str(path)), scenario)
-    assert play(ref, load("gentwin.reference", str(path)), scenario) == expected
+    assert play(engine, load(engine.__name__, str(path)), scenario) == expected

@@ -1,4 +1,4 @@
-"""gentwin.reference's token choice against onnxruntime-genai 0.18.0, live, on logits the test controls.
+"""Both engines' token choice against onnxruntime-genai 0.18.0, live, on logits the test controls.
 
 The protocol that puts our logits under the peer's sampler: append_tokens (which computes logits) or
 get_logits (which runs the model for the pending token), then set_logits([batch, vocab]) to overwrite them,
@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from gentwin import search_options
+from gentwin.fast import sampling as fast_sampling
 from gentwin.reference import cpp_arithmetic, penalties, sampling
 from tests.conftest import load, shared_model
 
@@ -75,19 +76,23 @@ def peer_step(generator, logits, first: bool) -> np.ndarray:
     return generator.get_next_tokens().copy()
 
 
+SAMPLERS = (sampling, fast_sampling)  # the reference's exact sampler and the fast engine's vectorised one
+
+
 def play_both(options: dict, steps, model_path=None, vocab: int = VOCAB, prompt=PROMPT) -> None:
     """Feed the same logits to the peer and to gentwin step by step; the chosen tokens and the sequences
     must stay identical. Stops at EOS (batch 1: the peer is then done and does not append the EOS)."""
     generator = peer_generator(options, [prompt], model_path)
-    rng = sampling.make_rng(options.get("random_seed", -1))
+    samplers = {sampler: sampling.make_rng(options.get("random_seed", -1)) for sampler in SAMPLERS}
     sequences = np.array([prompt], np.int32)  # [1, length]
     for index, (kind, seed) in enumerate(steps):
         logits = make_logits(kind, seed, sequences[0], vocab)  # [1, vocab]
         peer = peer_step(generator, logits, first=index == 0)
         processed = logits.copy()
         penalties.process_logits(processed, sequences, options, [EOS], prompt_length=len(prompt))
-        ours = sampling.choose_next_tokens(processed, options, rng)
-        assert ours.tolist() == peer.tolist(), f"step {index} ({kind}, seed {seed})"
+        for sampler, rng in samplers.items():
+            ours = sampler.choose_next_tokens(processed, options, rng)
+            assert ours.tolist() == peer.tolist(), f"{sampler.__name__}: step {index} ({kind}, seed {seed})"
         if peer[0] == EOS:
             return
         sequences = np.concatenate([sequences, ours[:, None]], axis=1)  # [1, length + 1]
@@ -246,7 +251,7 @@ def test_batch_rows_share_one_stream_and_finished_rows_draw_nothing(options, see
     options = {**options, "random_seed": seed}
     prompt = [[5, 6, 7], [PAD, 8, 9]]
     generator = peer_generator(options, prompt)
-    rng = sampling.make_rng(seed)
+    samplers = {sampler: sampling.make_rng(seed) for sampler in SAMPLERS}
     sequences = np.array(prompt, np.int32)  # [2, length]
     finished = np.zeros(2, bool)  # [2]
     for index in range(8):
@@ -256,8 +261,9 @@ def test_batch_rows_share_one_stream_and_finished_rows_draw_nothing(options, see
         peer = peer_step(generator, logits, first=index == 0)
         processed = logits.copy()
         penalties.process_logits(processed, sequences, options, [EOS], prompt_length=3)
-        ours = sampling.choose_next_tokens(processed, options, rng, finished=finished, pad_token_id=PAD)
-        assert ours.tolist() == peer.tolist(), f"step {index}"
+        for sampler, rng in samplers.items():
+            ours = sampler.choose_next_tokens(processed, options, rng, finished=finished, pad_token_id=PAD)
+            assert ours.tolist() == peer.tolist(), f"{sampler.__name__}: step {index}"
         finished |= ours == EOS
         if finished.all():
             return

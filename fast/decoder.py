@@ -1,0 +1,191 @@
+"""The decoder graph on onnxruntime: one InferenceSession per Model, IO binding per generator.
+
+Side by side with gentwin/reference/decoder.py: the same DecoderState interface (run, rewind, reorder,
+outputs), the same mask and position rules (gentwin.position_inputs), the same KV layouts. What changes:
+
+- the graph runs in an onnxruntime InferenceSession, with the session options of genai_config.json and the
+  execution providers of the Config, as the peer creates its session;
+- inputs and outputs are bound once per run through IO binding, and the KV cache and the logits live in
+  buffers allocated once per generator (fast/kv_cache.py) that onnxruntime reads and writes in place;
+- with the CUDA provider those buffers are on the GPU (fast/device.py) and only the chosen logits row
+  comes to the host.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from gentwin import position_inputs
+from gentwin.config import ConfigError
+from gentwin.errors import GentwinError
+from gentwin.fast.device import Device
+from gentwin.fast.kv_cache import KVCache
+
+# The peer's provider names (Config.append_provider) and onnxruntime's.
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "webgpu": "WebGpuExecutionProvider",
+}
+
+# genai_config.json's decoder.session_options that map onto onnxruntime.SessionOptions attributes.
+SESSION_ATTRIBUTES = {
+    "intra_op_num_threads": "intra_op_num_threads",
+    "inter_op_num_threads": "inter_op_num_threads",
+    "enable_cpu_mem_arena": "enable_cpu_mem_arena",
+    "enable_mem_pattern": "enable_mem_pattern",
+    "log_id": "logid",
+    "log_severity_level": "log_severity_level",
+}
+# Options the peer accepts that change nothing for a CPU or CUDA session built here.
+SESSION_OPTIONS_WITHOUT_EFFECT = {"provider_options", "disable_cpu_ep_fallback", "disable_quant_qdq",
+                                  "enable_quant_qdq_cleanup", "ep_context_enable", "ep_context_embed_mode",
+                                  "ep_context_file_path", "use_env_allocators"}
+OPTIMIZATION_LEVELS = {
+    "ORT_DISABLE_ALL": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "ORT_ENABLE_BASIC": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "ORT_ENABLE_EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "ORT_ENABLE_ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+               "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
+               "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
+
+
+def session_options(options: dict) -> ort.SessionOptions:
+    """genai_config.json's session_options as onnxruntime.SessionOptions; unknown keys are an error."""
+    result = ort.SessionOptions()
+    for key, value in options.items():
+        if key in SESSION_ATTRIBUTES:
+            setattr(result, SESSION_ATTRIBUTES[key], value)
+        elif key == "graph_optimization_level":
+            if value not in OPTIMIZATION_LEVELS:
+                raise GentwinError(f"session_options.graph_optimization_level {value!r} is not one of "
+                                   f"{sorted(OPTIMIZATION_LEVELS)}")
+            result.graph_optimization_level = OPTIMIZATION_LEVELS[value]
+        elif key == "enable_profiling":
+            result.enable_profiling, result.profile_file_prefix = True, str(value)
+        elif key == "custom_ops_library":
+            result.register_custom_ops_library(value)
+        elif key == "config_entries":
+            for entry, setting in value.items():
+                result.add_session_config_entry(entry, str(setting))
+        elif isinstance(value, str) and "." in key:  # e.g. "session.intra_op.allow_spinning", as the peer passes them
+            result.add_session_config_entry(key, value)
+        elif key not in SESSION_OPTIONS_WITHOUT_EFFECT:
+            raise GentwinError(f"genai_config.json: unknown decoder.session_options key {key!r}")
+    return result
+
+
+def execution_providers(provider_config) -> list:
+    """The Config's providers in order (with their options), then the CPU one, as onnxruntime takes them."""
+    available = ort.get_available_providers()
+    chosen = []
+    for name in provider_config.providers:
+        if name not in PROVIDERS:
+            raise GentwinError(f"unknown execution provider {name!r}; gentwin.fast knows {sorted(PROVIDERS)}")
+        if PROVIDERS[name] not in available:
+            raise GentwinError(f"execution provider {name!r} is not available in this onnxruntime build "
+                               f"(available: {', '.join(available)})")
+        chosen.append((PROVIDERS[name], dict(provider_config.provider_options.get(name, {}))))
+    return chosen + [("CPUExecutionProvider", {})]
+
+
+class Graph:
+    """model.onnx in an InferenceSession, with its input and output types and the device of its buffers."""
+
+    def __init__(self, session: ort.InferenceSession, device: Device):
+        self.session, self.device = session, device
+        self.input_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_inputs()}
+        self.output_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_outputs()}
+
+
+def load_graph(config, provider_config) -> Graph:
+    providers = execution_providers(provider_config)
+    options = session_options(config.decoder.session_options)
+    try:
+        session = ort.InferenceSession(config.model_path, options, providers=[name for name, _ in providers],
+                                       provider_options=[opts for _, opts in providers])
+    except Exception as error:  # onnxruntime raises its own exception types for unreadable or invalid models
+        raise ConfigError(f"cannot load {config.model_path} in onnxruntime: {error}") from error
+    return Graph(session, Device("cuda" if providers[0][0] == PROVIDERS["cuda"] else "cpu"))
+
+
+class DecoderState:
+    """One generator's model inputs, IO binding and KV cache; `run` feeds new tokens and returns their logits."""
+
+    def __init__(self, graph: Graph, config, batch_size: int, num_beams: int, max_length: int, share_buffer: bool):
+        self.graph, self.config, self.device = graph, config, graph.device
+        self.rows = batch_size * num_beams
+        names = config.decoder.input_names
+        self.input_ids_name, self.mask_name, self.positions_name = (
+            names["input_ids"], names["attention_mask"], names["position_ids"])
+        self.logits_name = config.decoder.output_names["logits"]
+        past_dtype = graph.input_types[config.decoder.past_names(0)[0]]
+        self.kv_cache = KVCache(config, self.rows, max_length, share_buffer, past_dtype, self.device)
+        self.positions = position_inputs.PositionInputs(config.pad_token_id, batch_size)
+        self.binding = graph.session.io_binding()
+        self.logits_buffer = None   # flat, grown to the longest run so far
+        self.logits = None          # [R, S, V] the last run's logits: a view of logits_buffer
+        self.other_outputs = [name for name in graph.output_types
+                              if name != self.logits_name and name not in self.kv_cache.present_names]
+        for name in self.other_outputs:  # outputs gentwin does not read: onnxruntime allocates them
+            self.binding.bind_output(name, self.device.name, self.device.device_id)
+
+    def _bind_model_inputs(self, input_ids: np.ndarray) -> list:
+        """Bind input_ids, attention_mask and position_ids (those the graph takes); returns the arrays bound,
+        which must outlive the run."""
+        mask, positions = self.positions.next(input_ids)                                    # [R, T], [R, S]
+        inputs = {self.input_ids_name: input_ids, self.mask_name: mask, self.positions_name: positions}
+        bound = []
+        for name, value in inputs.items():
+            if name in self.graph.input_types:
+                array = np.ascontiguousarray(value, dtype=self.graph.input_types[name])
+                self.device.bind_host_input(self.binding, name, array)
+                bound.append(array)
+        return bound
+
+    def _bind_logits(self, new_tokens: int) -> None:
+        vocab = self.config.vocab_size
+        shape = (self.rows, new_tokens, vocab)
+        if self.logits is not None and self.logits.shape == shape:
+            return
+        size = self.rows * new_tokens * vocab
+        if self.logits_buffer is None or self.logits_buffer.size < size:
+            self.logits_buffer = self.device.zeros(size, self.graph.output_types[self.logits_name])
+        self.logits = self.logits_buffer[:size].reshape(shape)                             # [R, S, V]
+        self.device.bind_output(self.binding, self.logits_name, self.logits)
+
+    def run(self, input_ids: np.ndarray) -> np.ndarray:
+        """Run the decoder on INPUT_IDS [R, S]; return the logits at each row's last real token, [R, V]."""
+        new_tokens = input_ids.shape[1]
+        bound = self._bind_model_inputs(input_ids)
+        self.kv_cache.bind(self.binding, new_tokens)
+        self._bind_logits(new_tokens)
+        self.graph.session.run_with_iobinding(self.binding)
+        del bound
+        self.kv_cache.advance(new_tokens)
+        logits = position_inputs.logits_at_last_tokens(self.logits, input_ids, self.config.pad_token_id)  # [R, V]
+        return self.device.to_host(logits)
+
+    @property
+    def outputs(self) -> dict:
+        """The last run's outputs by name, on the host (for get_output)."""
+        outputs = {self.logits_name: self.logits, **self.kv_cache.presents()}
+        if self.other_outputs:  # bound first, in __init__, so they lead the binding's outputs
+            values = self.binding.get_outputs()[: len(self.other_outputs)]
+            outputs.update((name, value.numpy()) for name, value in zip(self.other_outputs, values))
+        return {name: self.device.to_host(value) for name, value in outputs.items() if value is not None}
+
+    def rewind(self, length: int) -> None:
+        """Forget every position from LENGTH on (batch size 1, or LENGTH 0)."""
+        self.kv_cache.rewind(length)
+        self.positions.rewind(length)
+
+    def reorder(self, row_indices: np.ndarray) -> None:
+        self.kv_cache.reorder(row_indices)

@@ -1,0 +1,55 @@
+"""Where the fast engine's buffers live: host memory (numpy) for the CPU execution provider, device memory
+(CuPy) for the CUDA one.
+
+onnxruntime reads inputs and writes outputs straight into these buffers through IO binding, given their
+raw addresses, so the KV cache and the logits never travel between runs. Everything the engine allocates
+goes through `Device`, so the same code runs on both; cupy is imported only when CUDA is asked for.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gentwin.errors import GentwinError
+
+
+class Device:
+    """An array module (numpy or cupy) and the onnxruntime device name its buffers are bound with."""
+
+    def __init__(self, name: str):
+        self.name = name
+        if name == "cuda":
+            try:
+                import cupy
+            except ImportError as error:
+                raise GentwinError("the CUDA provider in gentwin.fast needs cupy: pip install 'gentwin[gpu]'") from error
+            self.xp, self.device_id = cupy, cupy.cuda.Device().id
+        else:
+            self.xp, self.device_id = np, 0
+
+    @property
+    def is_host(self) -> bool:
+        return self.xp is np
+
+    def zeros(self, shape, dtype):
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def address(self, array) -> int:
+        return array.ctypes.data if self.is_host else array.data.ptr
+
+    def bind_input(self, binding, name: str, array) -> None:
+        binding.bind_input(name, self.name, self.device_id, array.dtype, array.shape, self.address(array))
+
+    @staticmethod
+    def bind_host_input(binding, name: str, array: np.ndarray) -> None:
+        """Small per-run inputs (ids, mask, positions) stay numpy; onnxruntime copies them where needed."""
+        binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+
+    def bind_output(self, binding, name: str, array) -> None:
+        binding.bind_output(name, self.name, self.device_id, array.dtype, array.shape, self.address(array))
+
+    def to_device(self, array: np.ndarray):
+        return array if self.is_host else self.xp.asarray(array)
+
+    def to_host(self, array) -> np.ndarray:
+        return array if self.is_host else self.xp.asnumpy(array)
