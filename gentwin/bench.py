@@ -56,7 +56,7 @@ def measure(module_name: str, model_dir: Path, prompt_length: int, new_tokens: i
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--engines", nargs="+", default=["gentwin.reference"])
+    parser.add_argument("--engines", nargs="+", default=["gentwin.fast", "gentwin.reference"])
     parser.add_argument("--prompt-length", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
