@@ -3,16 +3,19 @@
     import gentwin.fast as og   # instead of: import onnxruntime_genai as og
 
 Side by side with gentwin/reference, file for file: decoder.py runs the graph in an onnxruntime
-InferenceSession with IO binding, kv_cache.py keeps the cache in buffers allocated once, search.py and
-sampling.py choose tokens with vectorised numpy that gives the reference's exact tokens. The API surface,
-configuration, tokenizer and option checks are gentwin's shared ones (gentwin/api.py and friends).
+InferenceSession with IO binding, kv_cache.py keeps the cache in buffers allocated once (device.py: host
+memory, or CUDA memory through CuPy), search.py and sampling.py choose tokens with vectorised numpy that
+gives the reference's exact tokens. The API surface, configuration, tokenizer, adapters and option checks
+are gentwin's shared ones (gentwin/api.py and friends). Execution providers come from the Config, as in
+the peer; the device checks say what this onnxruntime build can run.
 """
 
-from gentwin import api
-from gentwin.api import Config, Generator, GeneratorParams
-from gentwin.errors import GentwinError
+import onnxruntime
+
+from gentwin import api, devices
 from gentwin.fast import decoder, search
-from gentwin.tokenizer import Tokenizer, TokenizerStream
+from gentwin.public import *  # noqa: F403 - the engine-neutral names
+from gentwin.public import __all__ as PUBLIC_NAMES
 
 
 class Model(api.Model):
@@ -23,7 +26,10 @@ class Model(api.Model):
 
     @property
     def device_type(self) -> str:
-        return self.graph.device.name
+        return self.graph.device.name.upper()  # "CPU" or "CUDA", as the peer says
 
 
-__all__ = ["Config", "GentwinError", "Generator", "GeneratorParams", "Model", "Tokenizer", "TokenizerStream"]
+is_cuda_available, is_dml_available, is_openvino_available, is_qnn_available, is_webgpu_available = (
+    devices.device_checks(usable_providers=onnxruntime.get_available_providers()))
+
+__all__ = [*PUBLIC_NAMES, "Model", *devices.DeviceChecks._fields]

@@ -130,6 +130,8 @@ class DecoderState:
         self.kv_cache = KVCache(config, self.rows, max_length, share_buffer, past_dtype, self.device)
         self.positions = position_inputs.PositionInputs(config.pad_token_id, batch_size)
         self.binding = graph.session.io_binding()
+        self.inputs = {}            # the last run's host inputs, by name, for get_input
+        self.extra_inputs = {}      # further inputs by name, set by the api: set_model_input and adapters
         self.logits_buffer = None   # flat, grown to the longest run so far
         self.logits = None          # [R, S, V] the last run's logits: a view of logits_buffer
         self.other_outputs = [name for name in graph.output_types
@@ -137,17 +139,16 @@ class DecoderState:
         for name in self.other_outputs:  # outputs gentwin does not read: onnxruntime allocates them
             self.binding.bind_output(name, self.device.name, self.device.device_id)
 
-    def _bind_model_inputs(self, input_ids: np.ndarray) -> list:
-        """Bind input_ids, attention_mask and position_ids (those the graph takes); returns the arrays bound,
-        which must outlive the run."""
+    def _bind_inputs(self, input_ids: np.ndarray) -> dict:
+        """Bind input_ids, attention_mask and position_ids (those the graph takes) and the extra inputs; returns
+        the arrays bound, by name, which must outlive the run."""
         mask, positions = self.positions.next(input_ids)                                    # [R, T], [R, S]
         inputs = {self.input_ids_name: input_ids, self.mask_name: mask, self.positions_name: positions}
-        bound = []
-        for name, value in inputs.items():
-            if name in self.graph.input_types:
-                array = np.ascontiguousarray(value, dtype=self.graph.input_types[name])
-                self.device.bind_host_input(self.binding, name, array)
-                bound.append(array)
+        inputs = {name: value for name, value in inputs.items() if name in self.graph.input_types}
+        bound = {}
+        for name, value in {**inputs, **self.extra_inputs}.items():
+            bound[name] = np.ascontiguousarray(value, dtype=self.graph.input_types.get(name, value.dtype))
+            self.device.bind_host_input(self.binding, name, bound[name])
         return bound
 
     def _bind_logits(self, new_tokens: int) -> None:
@@ -164,11 +165,10 @@ class DecoderState:
     def run(self, input_ids: np.ndarray) -> np.ndarray:
         """Run the decoder on INPUT_IDS [R, S]; return the logits at each row's last real token, [R, V]."""
         new_tokens = input_ids.shape[1]
-        bound = self._bind_model_inputs(input_ids)
+        self.inputs = self._bind_inputs(input_ids)
         self.kv_cache.bind(self.binding, new_tokens)
         self._bind_logits(new_tokens)
         self.graph.session.run_with_iobinding(self.binding)
-        del bound
         self.kv_cache.advance(new_tokens)
         logits = position_inputs.logits_at_last_tokens(self.logits, input_ids, self.config.pad_token_id)  # [R, V]
         return self.device.to_host(logits)
@@ -189,3 +189,11 @@ class DecoderState:
 
     def reorder(self, row_indices: np.ndarray) -> None:
         self.kv_cache.reorder(row_indices)
+
+    def snapshot(self) -> dict:
+        """Copies of the KV cache's valid positions, the mask and the positions (see api.Generator.snapshot)."""
+        return {"kv": self.kv_cache.snapshot(self.positions.length), "positions": self.positions.snapshot()}
+
+    def restore(self, snapshot: dict) -> None:
+        self.kv_cache.restore(snapshot["kv"])
+        self.positions.restore(snapshot["positions"])

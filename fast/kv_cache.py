@@ -73,6 +73,16 @@ class KVCache:
             self.current, self.spare = self.spare, self.current
         self.length = length
 
+    def snapshot(self, length: int) -> list:
+        """Copies of the first LENGTH positions of every past (see api.Generator.snapshot)."""
+        return [self._held(flat)[..., :length, :].copy() for flat in self.current]
+
+    def restore(self, pasts: list) -> None:
+        """Hold copies of PASTS (from snapshot) as the first positions of the cache."""
+        self.length = pasts[0].shape[-2]
+        for flat, past in zip(self.current, pasts):
+            self._held(flat)[..., : self.length, :] = past
+
     def _held(self, flat):
         """The tensor the graph sees as its past: the whole shared buffer, or the positions held."""
         return self._view(flat, self.max_length if self.share_buffer else self.length)

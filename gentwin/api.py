@@ -17,18 +17,31 @@ import warnings
 import numpy as np
 
 from gentwin import search_options
-from gentwin.config import GenaiConfig, load_config
+from gentwin.adapters import Adapters
+from gentwin.config import ConfigError, GenaiConfig, load_config
 from gentwin.errors import GentwinError
+from gentwin.graph_inputs import ExtraInputs, read_input_specs
 from gentwin.sequences import Sequences
+from gentwin.tensors import NamedTensors
 
 
 class Config:
-    """A model folder's configuration plus the execution providers asked for (onnxruntime_genai.Config)."""
+    """A model folder's configuration plus the execution providers asked for (onnxruntime_genai.Config).
+
+    It starts with the providers genai_config.json lists under session_options.provider_options, as the
+    peer's does. gentwin.reference accepts and ignores providers (it runs numpy on the CPU); gentwin.fast
+    maps them to onnxruntime execution providers. As in the peer, clear_providers empties the list but
+    keeps the options set so far, which apply again if the provider is appended again.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.genai = load_config(path)
         self.providers: list[str] = []
         self.provider_options: dict[str, dict[str, str]] = {}
+        for provider, options in _configured_providers(self.genai.decoder.session_options):
+            self.append_provider(provider)
+            for key, value in options.items():
+                self.set_provider_option(provider, key, value)
 
     def clear_providers(self) -> None:
         self.providers.clear()
@@ -43,17 +56,50 @@ class Config:
         self.provider_options[provider][key] = str(value)
 
 
+def _configured_providers(session_options: dict) -> list[tuple[str, dict]]:
+    """(provider, options) pairs of genai_config.json's provider_options: [{"cuda": {"key": "value"}}, ...]."""
+    entries = session_options.get("provider_options", [])
+    if not isinstance(entries, list) or not all(
+            isinstance(entry, dict) and all(isinstance(options, dict) for options in entry.values())
+            for entry in entries):
+        raise ConfigError("genai_config.json: 'model.decoder.session_options.provider_options' must be a list "
+                          "of {provider: {option: value}}")
+    return [(provider, options) for entry in entries for provider, options in entry.items()]
+
+
 class Model:
     """A loaded model folder. Engines subclass it and set the three engine hooks below."""
 
     load_graph = None     # (GenaiConfig, Config) -> graph shared by all generators of this model
     DecoderState = None   # (graph, GenaiConfig, batch_size, num_beams, max_length, share_buffer) -> per-generator state
+    #                       with run, rewind, reorder, outputs, and snapshot/restore (see Generator.snapshot);
+    #                       run feeds the dict `extra_inputs` the api sets, and keeps what it fed in `inputs`
     Search = None         # (options, GenaiConfig) -> advances the sequences by one token chosen from logits
 
     def __init__(self, config_or_path):
         self._config = config_or_path if isinstance(config_or_path, Config) else Config(config_or_path)
         self.config: GenaiConfig = self._config.genai
         self.graph = type(self).load_graph(self.config, self._config)
+        self.extra_inputs = ExtraInputs(read_input_specs(self.config.model_path), self.config)
+
+    def generate(self, params: GeneratorParams) -> np.ndarray:
+        """0.5-era: run a Generator on params.input_ids to the end; the sequences, one row each, int32.
+
+        Rows are batch_size * num_return_sequences; where beam search returns sequences of different
+        lengths, the shorter ones are padded on the right with pad_token_id.
+        """
+        warnings.warn("Model.generate was removed in onnxruntime-genai 0.6.0: create a Generator, append_tokens, "
+                      "and call generate_next_token until is_done()", DeprecationWarning, stacklevel=2)
+        if params.input_ids is None:
+            raise GentwinError("Model.generate needs the prompt in params.input_ids")
+        generator = Generator(self, params)
+        while not generator.is_done():
+            generator.generate_next_token()
+        rows = [generator.get_sequence(i) for i in range(generator.search.returned_rows(generator.options))]
+        sequences = np.full((len(rows), max(len(row) for row in rows)), self.config.pad_token_id, np.int32)
+        for sequence, row in zip(sequences, rows):
+            sequence[: len(row)] = row
+        return sequences
 
     @property
     def type(self) -> str:
@@ -61,7 +107,8 @@ class Model:
 
     @property
     def device_type(self) -> str:
-        return "cpu"
+        """Where the model runs, spelled as the peer spells it ("CPU", "CUDA", ...)."""
+        return "CPU"
 
 
 class GeneratorParams:
@@ -82,7 +129,37 @@ class GeneratorParams:
         return search_options.as_peer_dict(self.options)
 
     def set_model_input(self, name: str, value) -> None:
-        self.model_inputs[name] = np.asarray(value)
+        """0.5-era: an extra model input for the generators made from these params (see Generator.set_model_input)."""
+        self.model_inputs[name] = self.model.extra_inputs.check(name, value, "GeneratorParams.set_model_input")
+
+    # 0.5-era members: the model's special tokens and vocabulary size, read-only.
+    @property
+    def pad_token_id(self) -> int:
+        return self.model.config.pad_token_id
+
+    @property
+    def eos_token_id(self) -> int:
+        """The first EOS token, as the peer's was when genai_config.json lists several."""
+        return self.model.config.eos_token_ids[0]
+
+    @property
+    def vocab_size(self) -> int:
+        return self.model.config.vocab_size
+
+    def try_graph_capture_with_max_batch_size(self, max_batch_size: int) -> None:
+        """0.5-era: accepted, and does nothing. Graph capture (CUDA graphs, DirectML) needs a GPU provider;
+        gentwin.reference has none, and gentwin.fast does not capture graphs."""
+        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int):
+            raise TypeError(f"max_batch_size must be an int, got {type(max_batch_size).__name__}")
+        if max_batch_size < 0:
+            raise ValueError(f"max_batch_size must be 0 or more, got {max_batch_size}")
+
+    def generator_options(self) -> dict:
+        """The options a Generator starts from. 0.5-style input_ids [B, S] set batch_size to B, as the peer's did."""
+        options = dict(self.options)
+        if self._deprecated_input_ids is not None:
+            options["batch_size"] = np.atleast_2d(self._deprecated_input_ids).shape[0]
+        return options
 
     @property
     def input_ids(self):
@@ -95,12 +172,34 @@ class GeneratorParams:
         self._deprecated_input_ids = value
 
 
+class GeneratorSnapshot:
+    """gentwin extension: a batch-1 Generator's state, frozen, to restore into any number of Generators.
+
+    Made by Generator.snapshot, read by Generator.restore; opaque to everyone else but for `tokens`. It holds
+    the token sequence (and where the tokens generated since the last append begin, which the penalties
+    read), the decoder state (DecoderState.snapshot: KV cache, attention mask, positions) and the pending
+    logits. Every array in it is a copy and restore copies again, so a snapshot never changes once made,
+    and can be restored from several threads at once.
+    """
+
+    def __init__(self, generator: Generator):
+        sequences = generator.sequences
+        self.model = generator.model
+        self.tokens = sequences.current()[0].copy()                                   # [length]
+        self.tokens.flags.writeable = False
+        self.prompt_length, self.finished = sequences.prompt_length, bool(sequences.finished[0])
+        self.fed_length, self.rewound = generator.fed_length, generator.rewound
+        self.next_tokens = generator.next_tokens.copy()                               # [1]
+        self.logits = None if generator.logits is None else generator.logits.copy()  # [1, V]
+        self.decoder = generator.state.snapshot()
+
+
 class Generator:
     """Generates tokens one step at a time (onnxruntime_genai.Generator)."""
 
     def __init__(self, model: Model, params: GeneratorParams):
         config = model.config
-        options = dict(params.options)
+        options = params.generator_options()
         search_options.check_for_generator(options, config.context_length, config.vocab_size)
         self.model, self.options = model, options
         self.batch_size = options["batch_size"]
@@ -114,6 +213,10 @@ class Generator:
         self.fed_length = 0     # how many tokens of the sequences the KV cache holds
         self.rewound = False    # rewind_to dropped the logits of the last kept token
         self.next_tokens = np.zeros(rows, dtype=np.int32)  # [R] the last tokens appended or chosen
+        self.model_inputs = dict(params.model_inputs)  # extra inputs by name, from set_model_input
+        self.adapters: Adapters | None = None          # the one container set_active_adapter may use
+        self.adapter_parameters: list[dict] = []       # the active adapters' parameters, in activation order
+        self._update_extra_inputs()
         if params.input_ids is not None:
             self.append_tokens(params.input_ids)
 
@@ -128,6 +231,10 @@ class Generator:
         if self.sequences.length + tokens.shape[1] > self.sequences.max_length:
             raise GentwinError(f"appending {tokens.shape[1]} tokens to a sequence of length {self.sequences.length} "
                                f"exceeds max_length ({self.sequences.max_length})")
+        missing = self.model.extra_inputs.missing(set(self.state.extra_inputs))
+        if missing:
+            raise GentwinError(f"the model needs input(s) {', '.join(missing)}, which have no default: "
+                               "set them with set_model_input before append_tokens")
         if self.fed_length < self.sequences.length:
             # The last generated token has not been through the model yet. The peer skips it here and leaves
             # a hole in its KV cache (see README, "Differences"); gentwin runs it first.
@@ -197,11 +304,54 @@ class Generator:
         self.logits = logits.astype(np.float32).reshape(rows, vocab)
         self.rewound = False
 
+    def get_input(self, name: str) -> np.ndarray:
+        """A copy of the value fed to model input NAME in the last run."""
+        inputs = self.state.inputs
+        if name not in inputs:
+            fed = f"the last run fed {sorted(inputs)}" if inputs else "the model has not run yet"
+            raise GentwinError(f"no input named {name!r} was fed; {fed}")
+        return inputs[name].copy()
+
     def get_output(self, name: str) -> np.ndarray:
         outputs = self.state.outputs
         if name not in outputs:
             raise GentwinError(f"no output named {name!r}; the model's outputs are {sorted(outputs)}")
         return outputs[name].copy()
+
+    # -- extra model inputs and adapters ----------------------------------------------------------------
+
+    def set_model_input(self, name: str, value) -> None:
+        """Feed VALUE to the model's extra input NAME from the next run on (a copy is kept).
+
+        The peer takes these only before the first append_tokens and only for inputs without a default,
+        silently ignoring the rest; gentwin takes them at any time (see README, "Differences")."""
+        self.model_inputs[name] = self.model.extra_inputs.check(name, value, "set_model_input")
+        self._update_extra_inputs()
+
+    def set_inputs(self, named_tensors: NamedTensors) -> None:
+        """Refused, as by the peer for every decoder-only model: their inputs come from append_tokens."""
+        if not isinstance(named_tensors, NamedTensors):
+            raise TypeError(f"set_inputs takes a NamedTensors, got {type(named_tensors).__name__}")
+        raise GentwinError(f"Please use generator.append_tokens for {self.model.type}. "
+                           "set_inputs is not supported for this model type.")
+
+    def set_active_adapter(self, adapters: Adapters, name: str) -> None:
+        """Feed the parameters of adapter NAME of ADAPTERS from the next run on (see gentwin.adapters)."""
+        if not isinstance(adapters, Adapters):
+            raise TypeError(f"set_active_adapter takes an Adapters, got {type(adapters).__name__}")
+        if self.adapters is not None and adapters is not self.adapters:
+            raise GentwinError("a Generator can only use the adapters of a single Adapters container")
+        parameters = adapters.activate(name, self)
+        self.adapters = adapters
+        self.adapter_parameters.append(parameters)
+        self._update_extra_inputs()
+
+    def _update_extra_inputs(self) -> None:
+        """What the decoder state feeds besides its own inputs: model inputs, then adapters over them."""
+        extra = dict(self.model_inputs)
+        for parameters in self.adapter_parameters:
+            extra.update(parameters)
+        self.state.extra_inputs = extra
 
     def rewind_to(self, length: int) -> None:
         current = self.sequences.length
@@ -219,6 +369,51 @@ class Generator:
             self.fed_length = length
         self.logits = None
         self.rewound = length > 0
+
+    def snapshot(self) -> GeneratorSnapshot:
+        """gentwin extension (not in onnxruntime-genai): a frozen copy of this generator's state.
+
+        `Generator(model, params).restore(snapshot)` puts a new generator exactly where this one is now, so a
+        prompt prefilled once serves many generations (gentwin.chat's prefix cache, num_generations). Batch
+        size 1 without beam search only.
+
+        The engine's part is the DecoderState hook pair, which must copy, never share:
+        - `DecoderState.snapshot()` returns an object holding copies of everything the next run reads that
+          earlier runs wrote: the KV cache's valid positions (the first T, T being the positions run so far),
+          the attention mask and the positions. Later runs of this state must not change it.
+        - `DecoderState.restore(snapshot)` makes this state equal to the one the snapshot was taken from,
+          copying the KV positions into its own buffers (which may be longer, max_length being per
+          generator), so that its later runs change neither the snapshot nor another state restored from it.
+          The last run's outputs (get_output) are not part of a snapshot.
+        """
+        self._check_single_row("snapshot")
+        return GeneratorSnapshot(self)
+
+    def restore(self, snapshot: GeneratorSnapshot) -> None:
+        """gentwin extension: make this generator's state the one SNAPSHOT holds: sequence, KV cache and
+        pending logits. Its own search options (seed, temperature, ...) stay, and so does its random
+        number generator's state, as in a generator just made; get_output is empty until the next run."""
+        if not isinstance(snapshot, GeneratorSnapshot):
+            raise TypeError(f"restore takes a GeneratorSnapshot, got {type(snapshot).__name__}")
+        if snapshot.model is not self.model:
+            raise GentwinError("restore: the snapshot was taken from a generator of another Model")
+        self._check_single_row("restore")
+        length = len(snapshot.tokens)
+        if length > self.sequences.max_length:
+            raise GentwinError(f"restore: the snapshot holds {length} tokens, more than this generator's "
+                               f"max_length ({self.sequences.max_length})")
+        self.sequences.rewind(0)
+        self.sequences.append_prompt(snapshot.tokens[None, :])
+        self.sequences.prompt_length, self.sequences.finished[:] = snapshot.prompt_length, snapshot.finished
+        self.state.restore(snapshot.decoder)
+        self.fed_length, self.rewound = snapshot.fed_length, snapshot.rewound
+        self.next_tokens = snapshot.next_tokens.copy()
+        self.logits = None if snapshot.logits is None else snapshot.logits.copy()
+
+    def _check_single_row(self, what: str) -> None:
+        if self.batch_size != 1 or self.options["num_beams"] != 1:
+            raise GentwinError(f"{what} needs batch_size 1 and num_beams 1, got batch_size {self.batch_size} "
+                               f"and num_beams {self.options['num_beams']}")
 
     def compute_logits(self) -> None:
         warnings.warn("Generator.compute_logits() was removed in onnxruntime-genai 0.6.0: append_tokens runs the "

@@ -86,3 +86,17 @@ class PositionInputs:
         else:
             self.mask = self.mask[:, :length]                                     # [R, length]
             self.last_positions = np.full(self.mask.shape[0], length - 1)
+
+    @property
+    def length(self) -> int:
+        """Positions run so far."""
+        return 0 if self.mask is None else self.mask.shape[1]
+
+    def snapshot(self) -> tuple:
+        """Copies of the mask and positions, for DecoderState.snapshot."""
+        return (None, None) if self.mask is None else (self.mask.copy(), self.last_positions.copy())
+
+    def restore(self, snapshot: tuple) -> None:
+        mask, last_positions = snapshot
+        self.mask = None if mask is None else mask.copy()
+        self.last_positions = None if last_positions is None else last_positions.copy()

@@ -36,7 +36,7 @@ class Sequences:
         self.finished[:] = False
 
     def append_generated(self, tokens: np.ndarray) -> None:
-        self.finished |= np.isin(tokens, self.eos_token_ids)
+        self.finished |= (tokens[:, None] == self.eos_token_ids).any(axis=1)  # [R]
         if not self.all_finished:
             self.tokens[:, self.length] = tokens
             self.length += 1

@@ -4,15 +4,15 @@
 
 No onnxruntime anywhere: the decoder graph runs in onnx's ReferenceEvaluator with gentwin's own numpy
 kernels for the com.microsoft operators (gentwin/reference/ops), the KV cache is explicit numpy arrays
-(kv_cache.py), and the search is written out (search.py). Execution providers are accepted and ignored:
-the reference always runs on the CPU.
+(kv_cache.py), and the search is written out (search.py); LoRA adapter files are read by gentwin's own
+FlatBuffer reader (gentwin/adapters.py). Execution providers are accepted and ignored: the reference
+always runs on the CPU, and is_cuda_available() and the other device checks say False.
 """
 
-from gentwin import api
-from gentwin.api import Config, Generator, GeneratorParams
-from gentwin.errors import GentwinError
+from gentwin import api, devices
+from gentwin.public import *  # noqa: F403 - the engine-neutral names
+from gentwin.public import __all__ as PUBLIC_NAMES
 from gentwin.reference import decoder, search
-from gentwin.tokenizer import Tokenizer, TokenizerStream
 
 
 class Model(api.Model):
@@ -22,4 +22,8 @@ class Model(api.Model):
     Search = staticmethod(search.create_search)
 
 
-__all__ = ["Config", "GentwinError", "Generator", "GeneratorParams", "Model", "Tokenizer", "TokenizerStream"]
+# numpy on the CPU: no onnxruntime execution provider is used, so no device is available.
+is_cuda_available, is_dml_available, is_openvino_available, is_qnn_available, is_webgpu_available = (
+    devices.device_checks(usable_providers=()))
+
+__all__ = [*PUBLIC_NAMES, "Model", *devices.DeviceChecks._fields]

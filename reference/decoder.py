@@ -54,8 +54,12 @@ class Graph:
                             for value in proto.graph.input}
         self.output_names = [value.name for value in proto.graph.output]
 
+    def typed(self, feeds: dict) -> dict:
+        """FEEDS converted to the element types the graph declares for them."""
+        return {name: value.astype(self.input_types[name], copy=False) for name, value in feeds.items()}
+
     def run(self, feeds: dict) -> dict:
-        feeds = {name: value.astype(self.input_types[name], copy=False) for name, value in feeds.items()}
+        feeds = self.typed(feeds)
         # Builder-written masks add float32's lowest value to itself on purpose, giving -inf.
         with np.errstate(over="ignore"):
             return dict(zip(self.output_names, self.evaluator.run(None, feeds)))
@@ -85,6 +89,8 @@ class DecoderState:
         self.kv_cache = KVCache(config, rows, max_length, share_buffer, dtype=past_dtype)
         self.positions = position_inputs.PositionInputs(config.pad_token_id, batch_size)
         self.outputs = {}           # the last run's outputs, by name, for get_output
+        self.inputs = {}            # the last run's inputs, by name, for get_input
+        self.extra_inputs = {}      # further inputs by name, set by the api: set_model_input and adapters
 
     def _model_inputs(self, input_ids: np.ndarray) -> dict:
         """input_ids, attention_mask and position_ids (gentwin.position_inputs), those the graph takes."""
@@ -96,7 +102,9 @@ class DecoderState:
         """Run the decoder on INPUT_IDS [R, S]; return the logits at each row's last real token, [R, V]."""
         feeds = self._model_inputs(input_ids)
         feeds.update(self.kv_cache.feeds())
-        self.outputs = self.graph.run(feeds)
+        feeds.update(self.extra_inputs)
+        self.inputs = self.graph.typed(feeds)
+        self.outputs = self.graph.run(self.inputs)
         self.kv_cache.update(self.outputs)
         logits = self.outputs[self.config.decoder.output_names["logits"]]                  # [R, S, V]
         return position_inputs.logits_at_last_tokens(logits, input_ids, self.config.pad_token_id)  # [R, V]
@@ -108,3 +116,12 @@ class DecoderState:
 
     def reorder(self, row_indices: np.ndarray) -> None:
         self.kv_cache.reorder(row_indices)
+
+    def snapshot(self) -> dict:
+        """Copies of the KV cache's valid positions, the mask and the positions (see api.Generator.snapshot)."""
+        return {"kv": self.kv_cache.snapshot(self.positions.length), "positions": self.positions.snapshot()}
+
+    def restore(self, snapshot: dict) -> None:
+        self.kv_cache.restore(snapshot["kv"])
+        self.positions.restore(snapshot["positions"])
+        self.outputs, self.inputs = {}, {}

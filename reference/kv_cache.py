@@ -48,6 +48,19 @@ class KVCache:
             # A shared buffer needs nothing: positions past the mask are never read and get overwritten.
             self.pasts = [past[..., :length, :] for past in self.pasts]
 
+    def snapshot(self, length: int) -> list[np.ndarray]:
+        """Copies of the first LENGTH positions of every past."""
+        return [past[..., :length, :].copy() for past in self.pasts]
+
+    def restore(self, pasts: list[np.ndarray]) -> None:
+        """Hold copies of PASTS (from snapshot) as the first positions of the cache."""
+        self.reset()
+        if self.share_buffer:
+            for buffer, past in zip(self.pasts, pasts):
+                buffer[..., : past.shape[-2], :] = past
+        else:
+            self.pasts = [past.copy() for past in pasts]
+
     def reorder(self, row_indices: np.ndarray) -> None:
         """Beam search: row i of the cache becomes a copy of row ROW_INDICES[i]."""
         self.pasts = [np.take(past, row_indices, axis=self.rows_axis) for past in self.pasts]

@@ -36,3 +36,21 @@ MODEL_IDS = [f"{p.parent.parent.name}/{p.name}" for p in MODEL_DIRS]
 def load(module_name: str, path: str):
     """One Model per (implementation, folder) for the whole session: loading is the slow part."""
     return importlib.import_module(module_name).Model(path)
+
+
+def _built_on_demand(tmp_path_factory, size: str) -> dict[str, Path]:
+    from gentwin.fixtures.build import build
+
+    return {Path(folder).name: Path(folder) for folder in build(str(tmp_path_factory.mktemp(size)), size=size)}
+
+
+@pytest.fixture(scope="session")
+def text_models(tmp_path_factory) -> dict[str, Path]:
+    """Fixture models whose generated text always decodes (gentwin.fixtures.layouts.TEXT), built once."""
+    return _built_on_demand(tmp_path_factory, "text")
+
+
+@pytest.fixture(scope="session")
+def lora_models(tmp_path_factory) -> dict[str, Path]:
+    """Text models that take LoRA adapters (gentwin.fixtures.layouts.LORA), built once per session."""
+    return _built_on_demand(tmp_path_factory, "lora")

@@ -109,7 +109,7 @@ def test_providers_come_from_the_config():
     with pytest.raises(GentwinError, match="unknown execution provider 'telepathy'"):
         fast.Model(config)
     config.clear_providers()
-    assert fast.Model(config).device_type == "cpu"
+    assert fast.Model(config).device_type == "CPU"
 
 
 @pytest.mark.skipif("CUDAExecutionProvider" in onnxruntime.get_available_providers(), reason="CUDA is available")
@@ -155,7 +155,7 @@ def test_cuda_streams_equal_cpu_streams(path, options):
     config = fast.Config(str(path))
     config.append_provider("cuda")
     cuda_model = fast.Model(config)
-    assert cuda_model.device_type == "cuda"
+    assert cuda_model.device_type == "CUDA"
     streams = []
     for model in (load("gentwin.fast", str(path)), cuda_model):
         params = fast.GeneratorParams(model)

@@ -1,0 +1,105 @@
+"""The inputs a decoder graph declares, and the checks on values a program feeds to them.
+
+A generator feeds the inputs it owns itself: input_ids, attention_mask, position_ids and the KV cache, as
+genai_config.json names them. Any other input of model.onnx is an *extra* input, fed by the program:
+with `set_model_input`, or as the parameters of an active LoRA adapter. An extra input that has an
+initializer of the same name has a default (onnxruntime uses the initializer unless the input is fed;
+Olive's LoRA inputs default to empty, rank-0 tensors this way), so feeding it is optional; one without a
+default must be fed before the model first runs.
+
+Both engines read the declarations here, from model.onnx without its weights, so a value one engine
+accepts the other accepts too, and a bad one is refused before any state changes, with its name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from gentwin.config import ConfigError, GenaiConfig
+from gentwin.errors import GentwinError
+
+
+class ModelInputError(GentwinError):
+    """A value fed to the model names no extra input of it, or does not fit the input's declaration."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    dtype: np.dtype
+    shape: tuple  # per dimension: a size (int), a symbolic name (str), or None where undeclared
+    has_default: bool  # an initializer of the same name supplies the value when the input is not fed
+
+    def describe(self) -> str:
+        dims = ", ".join("?" if dim is None else str(dim) for dim in self.shape)
+        return f"{self.name} ({self.dtype}, [{dims}])"
+
+
+def _dimension(dim: onnx.TensorShapeProto.Dimension):
+    if dim.HasField("dim_value"):
+        return dim.dim_value
+    return dim.dim_param or None
+
+
+def read_input_specs(model_path: str) -> dict[str, InputSpec]:
+    """The inputs model.onnx declares, by name (its weights are not read)."""
+    proto = onnx.load(model_path, load_external_data=False)
+    defaults = {tensor.name for tensor in proto.graph.initializer}
+    specs = {}
+    for value in proto.graph.input:
+        tensor_type = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or tensor_type.elem_type not in onnx.helper.get_all_tensor_dtypes():
+            raise ConfigError(f"{model_path}: input {value.name!r} is not a tensor of a known element type")
+        specs[value.name] = InputSpec(
+            name=value.name,
+            dtype=np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)),
+            shape=tuple(_dimension(dim) for dim in tensor_type.shape.dim),
+            has_default=value.name in defaults,
+        )
+    return specs
+
+
+def generator_inputs(config: GenaiConfig) -> set[str]:
+    """The input names a generator feeds itself, whether or not this model declares them."""
+    decoder = config.decoder
+    names = {decoder.input_names[key] for key in ("input_ids", "attention_mask", "position_ids")}
+    for layer in range(decoder.num_hidden_layers):
+        names.update(decoder.past_names(layer))
+    return names
+
+
+class ExtraInputs:
+    """The extra inputs of one model: which there are, and the check of a value fed to one of them."""
+
+    def __init__(self, specs: dict[str, InputSpec], config: GenaiConfig):
+        owned = generator_inputs(config)
+        self.owned = owned & set(specs)
+        self.specs = {name: spec for name, spec in specs.items() if name not in owned}
+
+    def check(self, name: str, value, source: str) -> np.ndarray:
+        """VALUE as the array to feed to input NAME, copied; raises naming SOURCE if it does not fit."""
+        if not isinstance(name, str):
+            raise TypeError(f"{source}: the input name must be a str, got {type(name).__name__}")
+        if name in self.owned:
+            raise ModelInputError(f"{source}: input {name!r} is fed by the generator itself and cannot be set")
+        spec = self.specs.get(name)
+        if spec is None:
+            raise ModelInputError(f"{source}: the model has no input named {name!r}; "
+                                  f"its extra inputs are {self.listing()}")
+        array = np.asarray(value)
+        if array.dtype != spec.dtype:
+            raise TypeError(f"{source}: input {name!r} takes {spec.dtype}, got {array.dtype}")
+        if array.ndim != len(spec.shape) or any(
+                isinstance(want, int) and got != want for got, want in zip(array.shape, spec.shape)):
+            raise ModelInputError(f"{source}: input {spec.describe()} cannot take an array of shape {array.shape}")
+        return np.array(array, order="C", copy=True)
+
+    def missing(self, fed: set[str]) -> list[str]:
+        """The extra inputs without a default that FED leaves out: the model cannot run without them."""
+        return sorted(name for name, spec in self.specs.items() if not spec.has_default and name not in fed)
+
+    def listing(self) -> str:
+        return ", ".join(spec.describe() for spec in self.specs.values()) or "none"
