@@ -54,12 +54,41 @@ def measure(module_name: str, model_dir: Path, prompt_length: int, new_tokens: i
             "decode_tps": statistics.median(r[1] for r in runs)}
 
 
+def long_system_prompt(tokenizer, tokens: int) -> str:
+    """A system prompt of about TOKENS tokens."""
+    rules, text = 0, ""
+    while len(tokenizer.encode(text)) < tokens:
+        rules += 1
+        text += f"Rule {rules}: answer in plain words, and keep to the point. "
+    return text
+
+
+def shared_system_prompt_ttft(engine: str, model_dir: Path, system_tokens: int, repeats: int) -> tuple[float, float]:
+    """Median seconds to the first token of two gentwin.chat chats sharing a long system prompt, each pair on a
+    fresh Client: the first chat prefills the system prompt, the second restores it from the prefix cache."""
+    from gentwin.chat import Client
+
+    firsts, seconds = [], []
+    for _ in range(repeats + 1):  # the first pair warms up
+        client = Client(model_dir, engine.removeprefix("gentwin."))
+        system = {"role": "system", "content": long_system_prompt(client.tokenizer, system_tokens)}
+        times = []
+        for question in ("What is gentwin?", "How fast is it?"):
+            start = time.perf_counter()
+            client.chat([system, {"role": "user", "content": question}], max_tokens=1, temperature=0)
+            times.append(time.perf_counter() - start)
+        firsts.append(times[0])
+        seconds.append(times[1])
+    return statistics.median(firsts[1:]), statistics.median(seconds[1:])
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--engines", nargs="+", default=["gentwin.fast", "gentwin.reference"])
     parser.add_argument("--prompt-length", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--system-tokens", type=int, default=1024, help="system prompt of the chat TTFT table")
     args = parser.parse_args(argv)
 
     print(f"prompt {args.prompt_length} tokens, {args.new_tokens} new tokens, greedy, batch 1, "
@@ -73,6 +102,15 @@ def main(argv=None) -> int:
             print(f"{model_dir.name:<18} {engine:<20} {row['ttft_ms']:9.2f} {row['decode_tps']:13.1f} "
                   f"{row['ttft_ms'] / peer['ttft_ms']:10.2f}x {row['decode_tps'] / peer['decode_tps']:11.2f}x",
                   flush=True)
+
+    print(f"\ntwo chats sharing a {args.system_tokens}-token system prompt (gentwin.chat): TTFT of each, "
+          f"median of {args.repeats} pairs; target second/first <= 0.3\n")
+    print(f"{'model':<18} {'engine':<20} {'first ms':>9} {'second ms':>10} {'second/first':>13}")
+    for model_dir in ensure_bench_models():
+        for engine in args.engines:
+            first, second = shared_system_prompt_ttft(engine, model_dir, args.system_tokens, args.repeats)
+            print(f"{model_dir.name:<18} {engine:<20} {1000 * first:9.2f} {1000 * second:10.2f} "
+                  f"{second / first:12.2f}x", flush=True)
     return 0
 
 

@@ -18,6 +18,20 @@ def main(argv=None) -> int:
 
     commands.add_parser("demo", help="gentwin check on a bundled fixture, then a short chat")
 
+    serve = commands.add_parser("serve", help="Cohere's chat and generate HTTP API on a model folder")
+    chat = commands.add_parser("chat", help="chat with a model in the terminal (/undo, /reset, /quit)")
+    for command in (serve, chat):
+        command.add_argument("model_dir", help="model folder (genai_config.json, model.onnx, tokenizer)")
+        command.add_argument("--engine", default="fast", help="gentwin engine: fast (default) or reference")
+        command.add_argument("--presets", help="presets file (default: $XDG_CONFIG_HOME/gentwin/presets.json)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    chat.add_argument("--system", help="system prompt")
+    chat.add_argument("--preset", help="name of a preset of options")
+    chat.add_argument("--max-tokens", type=int, default=256, help="most tokens per reply (default 256)")
+    chat.add_argument("--temperature", type=float, help="0 is greedy (default 0.3)")
+    chat.add_argument("--seed", type=int, help="seed of the sampling")
+
     args = parser.parse_args(argv)
     if args.command == "check":
         from gentwin.conformance.check import bundled_models, check as run_check
@@ -27,6 +41,15 @@ def main(argv=None) -> int:
         from gentwin.demo import main as demo
 
         return demo()
+    if args.command == "serve":
+        from gentwin.serve import serve as run_server
+
+        run_server(args.model_dir, args.engine, args.host, args.port, args.presets)
+        return 0
+    if args.command == "chat":
+        from gentwin.chat_cli import run as run_chat
+
+        return run_chat(args)
     return 2
 
 
