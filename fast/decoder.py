@@ -18,6 +18,7 @@ import onnxruntime as ort
 
 from gentwin import position_inputs
 from gentwin.config import ConfigError
+from gentwin.decoder_state import CachedState
 from gentwin.errors import GentwinError
 from gentwin.fast.device import Device
 from gentwin.fast.kv_cache import KVCache
@@ -116,7 +117,7 @@ def load_graph(config, provider_config) -> Graph:
     return Graph(session, Device("cuda" if providers[0][0] == PROVIDERS["cuda"] else "cpu"))
 
 
-class DecoderState:
+class DecoderState(CachedState):
     """One generator's model inputs, IO binding and KV cache; `run` feeds new tokens and returns their logits."""
 
     def __init__(self, graph: Graph, config, batch_size: int, num_beams: int, max_length: int, share_buffer: bool):
@@ -175,25 +176,14 @@ class DecoderState:
 
     @property
     def outputs(self) -> dict:
-        """The last run's outputs by name, on the host (for get_output)."""
+        """The last run's outputs by name, on the host (for get_output); none before a run."""
+        if self.logits is None:
+            return {}
         outputs = {self.logits_name: self.logits, **self.kv_cache.presents()}
         if self.other_outputs:  # bound first, in __init__, so they lead the binding's outputs
             values = self.binding.get_outputs()[: len(self.other_outputs)]
             outputs.update((name, value.numpy()) for name, value in zip(self.other_outputs, values))
-        return {name: self.device.to_host(value) for name, value in outputs.items() if value is not None}
+        return {name: self.device.to_host(value) for name, value in outputs.items()}
 
-    def rewind(self, length: int) -> None:
-        """Forget every position from LENGTH on (batch size 1, or LENGTH 0)."""
-        self.kv_cache.rewind(length)
-        self.positions.rewind(length)
-
-    def reorder(self, row_indices: np.ndarray) -> None:
-        self.kv_cache.reorder(row_indices)
-
-    def snapshot(self) -> dict:
-        """Copies of the KV cache's valid positions, the mask and the positions (see api.Generator.snapshot)."""
-        return {"kv": self.kv_cache.snapshot(self.positions.length), "positions": self.positions.snapshot()}
-
-    def restore(self, snapshot: dict) -> None:
-        self.kv_cache.restore(snapshot["kv"])
-        self.positions.restore(snapshot["positions"])
+    def forget_last_run(self) -> None:
+        self.inputs, self.logits = {}, None

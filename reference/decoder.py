@@ -14,6 +14,7 @@ from onnx.reference.ops import load_op
 
 from gentwin import position_inputs
 from gentwin.config import ConfigError
+from gentwin.decoder_state import CachedState
 from gentwin.errors import GentwinError
 from gentwin.reference.kv_cache import KVCache
 from gentwin.reference.ops import CONTRIB_OPS
@@ -76,7 +77,7 @@ def load_graph(config, _provider_config=None) -> Graph:
     return Graph(proto)
 
 
-class DecoderState:
+class DecoderState(CachedState):
     """One generator's model inputs and KV cache; `run` feeds new tokens and returns their logits."""
 
     def __init__(self, graph: Graph, config, batch_size: int, num_beams: int, max_length: int, share_buffer: bool):
@@ -109,19 +110,5 @@ class DecoderState:
         logits = self.outputs[self.config.decoder.output_names["logits"]]                  # [R, S, V]
         return position_inputs.logits_at_last_tokens(logits, input_ids, self.config.pad_token_id)  # [R, V]
 
-    def rewind(self, length: int) -> None:
-        """Forget every position from LENGTH on (batch size 1, or LENGTH 0)."""
-        self.kv_cache.rewind(length)
-        self.positions.rewind(length)
-
-    def reorder(self, row_indices: np.ndarray) -> None:
-        self.kv_cache.reorder(row_indices)
-
-    def snapshot(self) -> dict:
-        """Copies of the KV cache's valid positions, the mask and the positions (see api.Generator.snapshot)."""
-        return {"kv": self.kv_cache.snapshot(self.positions.length), "positions": self.positions.snapshot()}
-
-    def restore(self, snapshot: dict) -> None:
-        self.kv_cache.restore(snapshot["kv"])
-        self.positions.restore(snapshot["positions"])
+    def forget_last_run(self) -> None:
         self.outputs, self.inputs = {}, {}
