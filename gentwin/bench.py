@@ -3,15 +3,22 @@
 Runs greedy batch-1 generation on the bench-size fixtures (about 25M parameters, 8 layers, GQA; fp32 and
 int4), built into bench-models/ on first use. Each figure is the median of several runs after a warm-up;
 ratios are against the peer measured in the same process, so machine noise affects both sides alike.
+
+gentwin.fast takes onnxruntime's default thread pool (one intra-op thread per physical core) unless
+genai_config.json says otherwise; the peer's session, measured, runs like one thread. So each model also gets a
+row for gentwin.fast with `intra_op_num_threads` 1 in its session_options: engine against engine, threads equal.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,6 +89,21 @@ def shared_system_prompt_ttft(engine: str, model_dir: Path, system_tokens: int, 
     return statistics.median(firsts[1:]), statistics.median(seconds[1:])
 
 
+@contextlib.contextmanager
+def single_threaded(model_dir: Path):
+    """MODEL_DIR's model with intra_op_num_threads 1 in its session options: a temporary folder of links."""
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / model_dir.name
+        copy.mkdir()
+        for item in model_dir.iterdir():
+            if item.name != "genai_config.json":
+                (copy / item.name).symlink_to(item.resolve())
+        config = json.loads((model_dir / "genai_config.json").read_text())
+        config["model"]["decoder"].setdefault("session_options", {})["intra_op_num_threads"] = 1
+        (copy / "genai_config.json").write_text(json.dumps(config))
+        yield copy
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--engines", nargs="+", default=["gentwin.fast", "gentwin.reference"])
@@ -93,13 +115,18 @@ def main(argv=None) -> int:
 
     print(f"prompt {args.prompt_length} tokens, {args.new_tokens} new tokens, greedy, batch 1, "
           f"median of {args.repeats} runs\n")
-    print(f"{'model':<18} {'engine':<20} {'TTFT ms':>9} {'decode tok/s':>13} {'TTFT/peer':>10} {'decode/peer':>12}")
+    print(f"{'model':<18} {'engine':<22} {'TTFT ms':>7} {'decode tok/s':>13} {'TTFT/peer':>10} {'decode/peer':>12}")
     for model_dir in ensure_bench_models():
         peer = measure(PEER, model_dir, args.prompt_length, args.new_tokens, args.repeats)
-        for engine in [PEER] + args.engines:
-            row = peer if engine == PEER else measure(engine, model_dir, args.prompt_length, args.new_tokens,
-                                                      args.repeats)
-            print(f"{model_dir.name:<18} {engine:<20} {row['ttft_ms']:9.2f} {row['decode_tps']:13.1f} "
+        rows = {PEER: peer}
+        for engine in args.engines:
+            rows[engine] = measure(engine, model_dir, args.prompt_length, args.new_tokens, args.repeats)
+        if "gentwin.fast" in args.engines:
+            with single_threaded(model_dir) as copy:
+                rows["gentwin.fast 1 thread"] = measure("gentwin.fast", copy, args.prompt_length, args.new_tokens,
+                                                        args.repeats)
+        for engine, row in rows.items():
+            print(f"{model_dir.name:<18} {engine:<22} {row['ttft_ms']:7.2f} {row['decode_tps']:13.1f} "
                   f"{row['ttft_ms'] / peer['ttft_ms']:10.2f}x {row['decode_tps'] / peer['decode_tps']:11.2f}x",
                   flush=True)
 
