@@ -237,7 +237,9 @@ class Generator:
                                "set them with set_model_input before append_tokens")
         if self.fed_length < self.sequences.length:
             # The last generated token has not been through the model yet. The peer skips it here and leaves
-            # a hole in its KV cache (see README, "Differences"); gentwin runs it first.
+            # a hole in its KV cache (see README, "Differences"); gentwin runs it first. Logits given with
+            # set_logits were for a choice the append replaces, so they do not stand in for that run.
+            self.logits = None
             self._compute_logits()
         self.sequences.append_prompt(tokens)
         self.logits = self.state.run(tokens)                                     # [R, V]

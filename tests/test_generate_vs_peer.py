@@ -91,9 +91,11 @@ def _full_prefill_logits(module, path, tokens):
 
 
 @by_engine
+@pytest.mark.parametrize("logits_set", [False, True], ids=["", "after-set_logits"])
 @pytest.mark.parametrize("name", ["tiny-llama-fp32", "tiny-random-gpt2-fp32"])
-def test_append_after_generation_runs_the_last_generated_token(engine, name):
-    """Difference from the peer (README): gentwin feeds the pending generated token before an append."""
+def test_append_after_generation_runs_the_last_generated_token(engine, name, logits_set):
+    """Difference from the peer (README): gentwin feeds the pending generated token before an append, also
+    when logits were set for it (they were for a choice the append replaces)."""
     path = shared_model(name)
     model = load(engine.__name__, str(path))
     params = engine.GeneratorParams(model)
@@ -103,6 +105,8 @@ def test_append_after_generation_runs_the_last_generated_token(engine, name):
     generator.generate_next_token()
     generator.generate_next_token()
     history = [int(t) for t in generator.get_sequence(0)]
+    if logits_set:
+        generator.set_logits(np.zeros((1, model.config.vocab_size), np.float32))
     generator.append_tokens([[10, 11]])
     np.testing.assert_allclose(generator.get_logits(), _full_prefill_logits(engine, path, history + [10, 11]), atol=1e-5)
 
