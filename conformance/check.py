@@ -1,62 +1,223 @@
-"""`gentwin check`: play the scenario battery on an implementation and an oracle and compare token streams.
+"""`gentwin check`: play the scenario families on an implementation and an oracle, and compare what they do.
 
-Any importable module offering onnxruntime-genai's Python API plugs in: gentwin.reference,
-onnxruntime_genai itself, or anyone's. Prints a table (model x scenario) and exits non-zero on a divergence,
-printing a runnable snippet that reproduces it.
+Any importable module offering onnxruntime-genai's Python API plugs in: gentwin.fast, onnxruntime_genai
+itself, or anyone's. For every model and every family (families.py) the check plays the family's fixed
+battery, then lets hypothesis generate EXAMPLES more scenarios (reproducibly, from SEED). Each scenario gets a
+verdict (verdict.py): identical, a numerical tie, or a divergence. A divergence ends its model x family there.
+If the run's first divergence is a generated scenario, hypothesis shrinks it to a minimal one (for at most
+SHRINK_SECONDS, keeping the smallest case so far); later ones are reported as found, so a broken
+implementation fails in about the time a sound one passes. Each is printed as a runnable snippet.
+
+The run passes when nothing diverged and the ties stay within TIE_FRACTION of the scenarios compared: an
+implementation whose logits are merely close is fine; one that needs ties often is not close enough.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import time
+import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from gentwin.config import load_config
-from gentwin.conformance.scenarios import Scenario, greedy_battery, play
+from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
+from hypothesis.errors import Flaky
 
-PEER_MODULE = "onnxruntime_genai"
+from gentwin.conformance.families import FAMILIES, Capabilities, Family
+from gentwin.conformance.model_facts import ModelFacts
+from gentwin.conformance.scenarios import PEER_MODULE, Scenario
+from gentwin.conformance.verdict import DIVERGED, IDENTICAL, TIE, Side, Verdict, judge
+from gentwin.errors import GentwinError
+
+DEFAULT_IMPL = "gentwin.fast"
+DEFAULT_ORACLE = "gentwin.reference"
+DEFAULT_EXAMPLES = 25
+TIE_FRACTION = 0.1
+SHRINK_SECONDS = 5.0
 BUNDLED_MODELS = Path(__file__).resolve().parents[1] / "fixtures" / "models"
+
+__all__ = ["DEFAULT_EXAMPLES", "DEFAULT_IMPL", "DEFAULT_ORACLE", "PEER_MODULE", "bundled_models", "check"]
 
 
 def bundled_models() -> list[Path]:
     return sorted(p for p in BUNDLED_MODELS.glob("*") if (p / "genai_config.json").is_file())
 
 
-def _play(module, model, scenario: Scenario) -> list:
-    # The peer needs get_logits() before an append that follows generation (see README, "Differences").
-    return play(module, model, scenario, feed_pending_before_append=module.__name__ == PEER_MODULE)
+def import_implementation(name: str):
+    """Import the module NAME; like `python -m`, the current directory is searched too."""
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise GentwinError(f"cannot import the implementation {name!r}: {error}") from error
 
 
-def reproduction(impl: str, oracle: str, model_dir: Path, scenario: Scenario) -> str:
-    return "\n".join([
-        "import " + impl + " as impl, " + oracle + " as oracle",
-        "from gentwin.conformance.scenarios import Scenario, play",
-        f"scenario = {scenario!r}",
-        "for og in (impl, oracle):",
-        f"    print(og.__name__, play(og, og.Model({str(model_dir)!r}), scenario, "
-        f"feed_pending_before_append=og.__name__ == {PEER_MODULE!r}))",
-    ])
+@dataclass
+class Cell:
+    """The verdicts of one model x family."""
+
+    counts: dict = field(default_factory=lambda: {IDENTICAL: 0, DIVERGED: 0, TIE: 0})
+    ties: list = field(default_factory=list)         # [(scenario, verdict)]
+    failure: tuple | None = None                      # (scenario, verdict): the minimal divergence found
+    seconds: float = 0.0
+
+    def count(self, scenario: Scenario, verdict: Verdict) -> None:
+        self.counts[verdict.outcome] += 1
+        if verdict.outcome == TIE:
+            self.ties.append((scenario, verdict))
+        if verdict.outcome == DIVERGED and self.failure is None:
+            self.failure = (scenario, verdict)
+
+    @property
+    def played(self) -> int:
+        return sum(self.counts.values())
 
 
-def check(impl_name: str, oracle_name: str, model_dirs: list[Path], out=sys.stdout) -> bool:
-    """Run the battery on every model; print the table and any reproduction; return True if all identical."""
-    impl, oracle = importlib.import_module(impl_name), importlib.import_module(oracle_name)
-    print(f"gentwin check: {impl_name} against the oracle {oracle_name}", file=out)
-    failures = []
-    for model_dir in model_dirs:
-        impl_model, oracle_model = impl.Model(str(model_dir)), oracle.Model(str(model_dir))
-        config = load_config(str(model_dir))  # read here: any implementation's Model will do
-        for scenario in greedy_battery(min(config.vocab_size, 1000), config.pad_token_id):
-            started = time.perf_counter()
-            same = _play(impl, impl_model, scenario) == _play(oracle, oracle_model, scenario)
-            verdict = "identical" if same else "DIVERGED"
-            print(f"  {model_dir.name:<28} {scenario.name:<18} {verdict:<10} {time.perf_counter() - started:6.2f}s",
+class _Diverged(Exception):
+    """Tells hypothesis that a scenario failed, so it shrinks it."""
+
+
+class _ShrinkingTimeSpent(BaseException):
+    """Stops hypothesis's shrinking (a BaseException: hypothesis lets it through instead of shrinking it)."""
+
+
+def search(judge_one, strategy, cell: Cell, examples: int, run_seed: int, shrink: bool) -> None:
+    """Let hypothesis generate EXAMPLES scenarios from STRATEGY and judge them into CELL, stopping at the first
+    divergence, which is shrunk (when SHRINK is true) and stored as the cell's failure."""
+    found = {}  # the latest (so smallest) failing scenario, and when the first one was found
+
+    def judged(scenario: Scenario) -> None:
+        verdict = judge_one(scenario)
+        if not found:  # scenarios tried while shrinking are not counted
+            cell.count(scenario, verdict)
+        if verdict.outcome == DIVERGED:
+            found.setdefault("since", time.perf_counter())
+            found["case"] = (scenario, verdict)
+            if time.perf_counter() - found["since"] > SHRINK_SECONDS:
+                raise _ShrinkingTimeSpent
+            raise _Diverged
+
+    phases = (Phase.generate, Phase.shrink) if shrink else (Phase.generate,)
+    run = settings(max_examples=examples, phases=phases, database=None, deadline=None, verbosity=Verbosity.quiet,
+                   suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
+    try:
+        seed(run_seed)(run(given(strategy)(judged)))()
+    except (_Diverged, _ShrinkingTimeSpent, Flaky):
+        if "case" not in found:
+            raise  # hypothesis itself stumbled: not a verdict
+        cell.failure = found["case"]  # after Flaky too: replayed, the case passed (a non-deterministic impl)
+
+
+def check_model(impl, oracle, folder: Path, family: Family, examples: int, run_seed: int, shrink: bool) -> Cell:
+    cell, started = Cell(), time.perf_counter()
+    facts = ModelFacts.read(folder)
+    sides = Side(impl, _loaded(impl, folder)), Side(oracle, _loaded(oracle, folder))
+
+    def judge_one(scenario: Scenario) -> Verdict:
+        return judge(*sides, scenario, facts)
+
+    for scenario in family.battery(facts):
+        cell.count(scenario, judge_one(scenario))
+    if cell.failure is None and examples > 0:
+        strategy = family.strategy(facts, Capabilities.of(sides))
+        search(judge_one, strategy, cell, examples, _cell_seed(run_seed, folder, family), shrink)
+    cell.seconds = time.perf_counter() - started
+    return cell
+
+
+_models: dict = {}
+
+
+def _loaded(module, folder: Path):
+    """One Model per (module, folder) per process: loading is the slow part of a small check."""
+    key = (module.Model, str(folder))  # wrappers that reuse another module's Model share its models
+    if key not in _models:
+        _models[key] = module.Model(str(folder))
+    return _models[key]
+
+
+def _cell_seed(run_seed: int, folder: Path, family: Family) -> int:
+    return zlib.crc32(f"{run_seed}/{folder.name}/{family.name}".encode())
+
+
+def check(impl_name: str, oracle_name: str, model_dirs: list[Path], examples: int = DEFAULT_EXAMPLES,
+          run_seed: int = 0, out=None) -> bool:
+    """Check IMPL_NAME against ORACLE_NAME on every model; print progress, the table, reproductions of any
+    divergence and the ties (to OUT, sys.stdout by default); return True when nothing diverged and the ties
+    are few enough."""
+    out = out or sys.stdout
+    if examples < 0:
+        raise GentwinError(f"--examples must be 0 or more, got {examples}")
+    impl, oracle = import_implementation(impl_name), import_implementation(oracle_name)
+    print(f"gentwin check: {impl_name} against the oracle {oracle_name}, {examples} generated scenarios per "
+          f"model and family (seed {run_seed})", file=out, flush=True)
+    cells = {}
+    for folder in model_dirs:
+        for family in FAMILIES:
+            shrink = not any(cell.failure for cell in cells.values())
+            cell = check_model(impl, oracle, Path(folder), family, examples, run_seed, shrink)
+            cells[Path(folder).name, family.name] = cell
+            print(f"  {Path(folder).name:<22} {family.name:<11} {_counts(cell)}  {cell.seconds:5.1f}s",
                   file=out, flush=True)
-            if not same:
-                failures.append((model_dir, scenario))
-    for model_dir, scenario in failures:
-        print(f"\nDivergence on {model_dir.name} / {scenario.name}; reproduce with:\n", file=out)
-        print(reproduction(impl_name, oracle_name, model_dir, scenario), file=out)
-    print(f"\n{'all identical' if not failures else f'{len(failures)} scenario(s) diverged'}", file=out)
-    return not failures
+    return report(cells, impl_name, oracle_name, model_dirs, run_seed, out)
+
+
+def _counts(cell: Cell) -> str:
+    counts = cell.counts
+    return f"{counts[IDENTICAL]:3d} identical {counts[DIVERGED]:2d} diverged {counts[TIE]:2d} tie"
+
+
+def report(cells: dict, impl_name: str, oracle_name: str, model_dirs, run_seed: int, out) -> bool:
+    models = list(dict.fromkeys(model for model, _ in cells))
+    families = [family.name for family in FAMILIES]
+    print("\nidentical/diverged/tie per model and family:\n", file=out)
+    print(f"  {'model':<22}" + "".join(f"{name:>12}" for name in families), file=out)
+    for model in models:
+        row = "".join(f"{'/'.join(str(cells[model, f].counts[o]) for o in (IDENTICAL, DIVERGED, TIE)):>12}"
+                      for f in families)
+        print(f"  {model:<22}{row}", file=out)
+    folders = {Path(folder).name: Path(folder) for folder in model_dirs}
+    for (model, family), cell in cells.items():
+        for scenario, verdict in cell.ties:
+            print(f"\nnumerical tie on {model} / {family}: {verdict.detail}\n  scenario = {scenario!r}", file=out)
+        if cell.failure:
+            scenario, verdict = cell.failure
+            print(f"\nDIVERGED on {model} / {family}: {verdict.detail}\nreproduce with, in this folder:\n", file=out)
+            print(reproduction(impl_name, oracle_name, folders[model], scenario), file=out)
+    total = {outcome: sum(cell.counts[outcome] for cell in cells.values()) for outcome in (IDENTICAL, DIVERGED, TIE)}
+    too_many = f" (more than {TIE_FRACTION:.0%} of the scenarios: too many)" if too_many_ties(cells) else ""
+    print(f"\n{sum(total.values())} scenarios: {total[IDENTICAL]} identical, {total[DIVERGED]} diverged, "
+          f"{total[TIE]} numerical tie(s){too_many}", file=out)
+    return passes(cells)
+
+
+def too_many_ties(cells: dict) -> bool:
+    played = sum(cell.played for cell in cells.values())
+    return sum(cell.counts[TIE] for cell in cells.values()) > TIE_FRACTION * played
+
+
+def passes(cells: dict) -> bool:
+    """The run passes when nothing diverged and the ties are at most TIE_FRACTION of the scenarios played."""
+    return not any(cell.counts[DIVERGED] for cell in cells.values()) and not too_many_ties(cells)
+
+
+def reproduction(impl_name: str, oracle_name: str, folder: Path, scenario: Scenario) -> str:
+    """A shell command that plays SCENARIO on both and prints the verdict. Python reads the program from stdin,
+    so the current folder is on its path, as it was for `gentwin check`."""
+    return "\n".join([
+        "python - <<'EOF'",
+        f"import {impl_name} as impl",
+        f"import {oracle_name} as oracle",
+        "from gentwin.conformance.model_facts import ModelFacts",
+        "from gentwin.conformance.scenarios import Scenario",
+        "from gentwin.conformance.verdict import Side, judge",
+        "",
+        f"folder = {str(folder.resolve())!r}",
+        f"scenario = {scenario!r}",
+        "print(judge(Side(impl, impl.Model(folder)), Side(oracle, oracle.Model(folder)), scenario,",
+        "            ModelFacts.read(folder)))",
+        "EOF",
+    ])

@@ -12,9 +12,13 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     check = commands.add_parser("check", help="compare an implementation's token streams with an oracle's")
-    check.add_argument("--impl", default="onnxruntime_genai", help="module offering the onnxruntime-genai API")
+    check.add_argument("--impl", default="gentwin.fast", help="module offering the onnxruntime-genai API")
     check.add_argument("--oracle", default="gentwin.reference", help="module whose streams are the truth")
     check.add_argument("--model", action="append", type=Path, help="model folder (repeatable); default: fixtures")
+    check.add_argument("--examples", type=int, default=None,
+                       help="scenarios hypothesis generates per model and family, besides the fixed ones "
+                            "(default: about half a minute's worth on the bundled fixtures)")
+    check.add_argument("--seed", type=int, default=0, help="seed of the generated scenarios (same seed, same run)")
 
     commands.add_parser("demo", help="gentwin check on a bundled fixture, then a short chat")
 
@@ -34,9 +38,10 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     if args.command == "check":
-        from gentwin.conformance.check import bundled_models, check as run_check
+        from gentwin.conformance.check import DEFAULT_EXAMPLES, bundled_models, check as run_check
 
-        return 0 if run_check(args.impl, args.oracle, args.model or bundled_models()) else 1
+        examples = DEFAULT_EXAMPLES if args.examples is None else args.examples
+        return 0 if run_check(args.impl, args.oracle, args.model or bundled_models(), examples, args.seed) else 1
     if args.command == "demo":
         from gentwin.demo import main as demo
 

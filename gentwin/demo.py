@@ -1,4 +1,5 @@
-"""`make demo`: prove the engines agree on a bundled fixture, then hold a short chat with it.
+"""`make demo`: `gentwin check` on the bundled fixtures (gentwin.fast, then onnxruntime-genai, each against
+gentwin.reference), then a short chat with one of them.
 
 The fixtures have random weights, so the chat's words are noise; what it shows is the mechanics: the chat
 template, a system prompt appended once and cached, each user turn appended to the live generator
@@ -7,55 +8,35 @@ template, a system prompt appended once and cached, each user turn appended to t
 
 from __future__ import annotations
 
-import json
 import sys
 
-from gentwin.conformance.check import PEER_MODULE, bundled_models, check
+from gentwin.conformance.check import DEFAULT_IMPL, DEFAULT_ORACLE, PEER_MODULE, bundled_models, check
 
 TURNS = ["Hello! What is gentwin?", "And how do you know the two engines agree?"]
+CHECK_EXAMPLES = 3  # generated scenarios per model and family: a quick look, where CI runs `gentwin check`
 
 
-def stream_reply(generator, tokenizer, max_new_tokens: int) -> str:
-    stream, text = tokenizer.create_stream(), []
-    for _ in range(max_new_tokens):
-        if generator.is_done():
-            break
-        generator.generate_next_token()
-        piece = stream.decode(int(generator.get_next_tokens()[0]))
-        text.append(piece)
-        print(piece, end="", flush=True)
-    print()
-    return "".join(text)
+def chat(model_dir: str, engine: str = "fast", system: str = "You are a tiny random model.") -> None:
+    """A live conversation (gentwin.chat.Conversation): the system prompt appended once, each turn appended to
+    the same generator, the reply streamed as it is decoded."""
+    from gentwin.chat import Client
 
-
-def chat(og, model_dir: str, system: str = "You are a tiny random model.", max_new_tokens: int = 24) -> None:
-    model = og.Model(model_dir)
-    tokenizer = og.Tokenizer(model)
-    params = og.GeneratorParams(model)
-    params.set_search_options(max_length=model.config.context_length)
-    generator = og.Generator(model, params)
-    system_prompt = tokenizer.apply_chat_template(json.dumps([{"role": "system", "content": system}]),
-                                                  add_generation_prompt=False)
-    generator.append_tokens(tokenizer.encode(system_prompt))  # cached: every turn continues from it
+    conversation = Client(model_dir, engine).conversation(system, max_tokens=24, temperature=0)
     print(f"system: {system}")
     for turn in TURNS:
-        print(f"user: {turn}")
-        prompt = tokenizer.apply_chat_template(json.dumps([{"role": "user", "content": turn}]),
-                                               add_generation_prompt=True)
-        generator.append_tokens(tokenizer.encode(prompt))
-        print("assistant: ", end="")
-        stream_reply(generator, tokenizer, max_new_tokens)
+        print(f"user: {turn}\nassistant: ", end="")
+        for piece in conversation.say(turn):
+            print(piece, end="", flush=True)
+        print()
 
 
 def main() -> int:
-    import gentwin.reference as og
-
     models = bundled_models()
     if not models:
         print("no bundled fixtures: run `make fixtures`", file=sys.stderr)
         return 1
-    agreed = check(PEER_MODULE, "gentwin.reference", models)
+    agreed = all([check(impl, DEFAULT_ORACLE, models, CHECK_EXAMPLES) for impl in (DEFAULT_IMPL, PEER_MODULE)])
     chat_model = next((m for m in models if "llama" in m.name), models[0])
-    print(f"\nA short chat with {chat_model.name} on gentwin.reference (random weights: the words are noise):\n")
-    chat(og, str(chat_model))
+    print(f"\nA short chat with {chat_model.name} on gentwin.fast (random weights: the words are noise):\n")
+    chat(str(chat_model))
     return 0 if agreed else 1

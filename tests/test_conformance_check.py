@@ -1,0 +1,55 @@
+"""`gentwin check` end to end: gentwin.fast and onnxruntime-genai 0.18.0 pass against gentwin.reference on the
+bundled fixtures; the scenarios generated follow the seed; bad arguments raise errors that name them.
+(test_conformance_broken.py shows that it fails what it should.)"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from gentwin.cli import main
+from gentwin.conformance.check import Cell, check, search
+from gentwin.conformance.families import FAMILIES, Capabilities
+from gentwin.conformance.model_facts import ModelFacts
+from gentwin.conformance.verdict import IDENTICAL, Verdict
+from gentwin.errors import GentwinError
+from tests.conftest import FIXTURE_MODELS
+
+FIXTURES = sorted(p.name for p in FIXTURE_MODELS.glob("*") if (p / "genai_config.json").is_file())
+
+
+@pytest.mark.parametrize("impl", ["gentwin.fast", "onnxruntime_genai"])
+def test_a_sound_implementation_passes_on_the_bundled_fixtures(impl, capsys):
+    assert main(["check", "--impl", impl, "--examples", "3"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("identical/diverged/tie per model and family"):]
+    header = next(line for line in table.splitlines() if line.strip().startswith("model"))
+    assert header.split()[1:] == [family.name for family in FAMILIES]
+    rows = {words[0]: words[1:] for words in map(str.split, table.splitlines()) if words[:1] in [[m] for m in FIXTURES]}
+    assert sorted(rows) == FIXTURES
+    assert all(re.fullmatch(r"\d+/0/\d+", cell) for cells in rows.values() for cell in cells), table
+    assert "DIVERGED" not in out
+
+
+def test_the_same_seed_generates_the_same_scenarios():
+    facts = ModelFacts.read(FIXTURE_MODELS / "qwen2-int4")
+    strategy = FAMILIES[0].strategy(facts, Capabilities(extras=frozenset(), peer_safe=True))
+
+    def scenarios(seed: int) -> list:
+        played = []
+        search(lambda scenario: played.append(scenario) or Verdict(IDENTICAL), strategy, Cell(), 8, seed, True)
+        return played
+
+    assert scenarios(3) == scenarios(3)
+    assert scenarios(3) != scenarios(4)
+
+
+def test_a_module_that_cannot_be_imported_is_named():
+    with pytest.raises(GentwinError, match="no_such_engine"):
+        check("no_such_engine", "gentwin.reference", [FIXTURE_MODELS / "llama-fp32"], examples=0)
+
+
+def test_a_negative_number_of_examples_is_refused():
+    with pytest.raises(GentwinError, match="--examples"):
+        check("gentwin.fast", "gentwin.reference", [FIXTURE_MODELS / "llama-fp32"], examples=-1)
