@@ -1,12 +1,15 @@
 """`make bench`: time-to-first-token and decode speed of each engine next to onnxruntime-genai's, in one run.
 
 Runs greedy batch-1 generation on the bench-size fixtures (about 25M parameters, 8 layers, GQA; fp32 and
-int4), built into bench-models/ on first use. Each figure is the median of several runs after a warm-up;
-ratios are against the peer measured in the same process, so machine noise affects both sides alike.
+int4), built into bench-models/ on first use. The engines take turns, one generation each per round, and each
+figure is the median over the rounds: ratios are against the peer measured in the same rounds, so a noisy
+moment of the machine (they are shared, and noisy) weighs on every engine alike.
 
 gentwin.fast takes onnxruntime's default thread pool (one intra-op thread per physical core) unless
-genai_config.json says otherwise; the peer's session, measured, runs like one thread. So each model also gets a
-row for gentwin.fast with `intra_op_num_threads` 1 in its session_options: engine against engine, threads equal.
+genai_config.json says otherwise. The peer sets intra_op_num_threads to half the logical CPUs (its
+CreateSessionOptionsFromConfig assumes two hardware threads per core): one thread on a 2-vCPU machine whose
+vCPUs are separate cores. So each model also gets a row for gentwin.fast with `intra_op_num_threads` 1 in its
+session_options: engine against engine, threads equal.
 """
 
 from __future__ import annotations
@@ -51,14 +54,24 @@ def time_one_generation(og, model, prompt: np.ndarray, new_tokens: int) -> tuple
     return first - start, (new_tokens - 1) / (end - first)
 
 
-def measure(module_name: str, model_dir: Path, prompt_length: int, new_tokens: int, repeats: int) -> dict:
-    og = importlib.import_module(module_name)
-    model = og.Model(str(model_dir))
+def measure_interleaved(engines: dict, prompt_length: int, new_tokens: int, repeats: int) -> dict:
+    """TTFT (ms) and decode speed (tok/s) of each engine, ENGINES {label: (module name, model folder)}.
+
+    Every engine runs once per round, in turn, so a slow moment of the machine falls on all of them alike;
+    each figure is the median over the rounds, after one warm-up run each (first-run allocations, caches)."""
     prompt = np.random.default_rng(0).integers(3, 500, size=(1, prompt_length)).astype(np.int32)
-    time_one_generation(og, model, prompt, 4)  # warm-up: first-run allocations and caches
-    runs = [time_one_generation(og, model, prompt, new_tokens) for _ in range(repeats)]
-    return {"ttft_ms": 1000 * statistics.median(r[0] for r in runs),
-            "decode_tps": statistics.median(r[1] for r in runs)}
+    loaded = {}
+    for label, (module_name, model_dir) in engines.items():
+        og = importlib.import_module(module_name)
+        loaded[label] = og, og.Model(str(model_dir))
+        time_one_generation(*loaded[label], prompt, 4)
+    runs = {label: [] for label in engines}
+    for _ in range(repeats):
+        for label, (og, model) in loaded.items():
+            runs[label].append(time_one_generation(og, model, prompt, new_tokens))
+    return {label: {"ttft_ms": 1000 * statistics.median(r[0] for r in timings),
+                    "decode_tps": statistics.median(r[1] for r in timings)}
+            for label, timings in runs.items()}
 
 
 def long_system_prompt(tokenizer, tokens: int) -> str:
@@ -109,7 +122,7 @@ def main(argv=None) -> int:
     parser.add_argument("--engines", nargs="+", default=["gentwin.fast", "gentwin.reference"])
     parser.add_argument("--prompt-length", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--system-tokens", type=int, default=1024, help="system prompt of the chat TTFT table")
     args = parser.parse_args(argv)
 
@@ -117,14 +130,12 @@ def main(argv=None) -> int:
           f"median of {args.repeats} runs\n")
     print(f"{'model':<18} {'engine':<22} {'TTFT ms':>7} {'decode tok/s':>13} {'TTFT/peer':>10} {'decode/peer':>12}")
     for model_dir in ensure_bench_models():
-        peer = measure(PEER, model_dir, args.prompt_length, args.new_tokens, args.repeats)
-        rows = {PEER: peer}
-        for engine in args.engines:
-            rows[engine] = measure(engine, model_dir, args.prompt_length, args.new_tokens, args.repeats)
-        if "gentwin.fast" in args.engines:
-            with single_threaded(model_dir) as copy:
-                rows["gentwin.fast 1 thread"] = measure("gentwin.fast", copy, args.prompt_length, args.new_tokens,
-                                                        args.repeats)
+        with single_threaded(model_dir) as one_thread:
+            engines = {PEER: (PEER, model_dir), **{engine: (engine, model_dir) for engine in args.engines}}
+            if "gentwin.fast" in args.engines:
+                engines["gentwin.fast 1 thread"] = ("gentwin.fast", one_thread)
+            rows = measure_interleaved(engines, args.prompt_length, args.new_tokens, args.repeats)
+        peer = rows[PEER]
         for engine, row in rows.items():
             print(f"{model_dir.name:<18} {engine:<22} {row['ttft_ms']:7.2f} {row['decode_tps']:13.1f} "
                   f"{row['ttft_ms'] / peer['ttft_ms']:10.2f}x {row['decode_tps'] / peer['decode_tps']:11.2f}x",
