@@ -7,8 +7,8 @@ outputs), the same mask and position rules (gentwin.position_inputs), the same K
   execution providers of the Config, as the peer creates its session;
 - inputs and outputs are bound once per run through IO binding, and the KV cache and the logits live in
   buffers allocated once per generator (fast/kv_cache.py) that onnxruntime reads and writes in place;
-- with the CUDA provider those buffers are on the GPU (fast/device.py) and only the chosen logits row
-  comes to the host.
+- with the CUDA provider those buffers are on the GPU (fast/device.py), and so are the logits the search
+  reads (fast/search.py): only candidates' scores and the chosen tokens come to the host.
 """
 
 from __future__ import annotations
@@ -164,15 +164,17 @@ class DecoderState(CachedState):
         self.device.bind_output(self.binding, self.logits_name, self.logits)
 
     def run(self, input_ids: np.ndarray) -> np.ndarray:
-        """Run the decoder on INPUT_IDS [R, S]; return the logits at each row's last real token, [R, V]."""
+        """Run the decoder on INPUT_IDS [R, S]; return the logits at each row's last real token, [R, V], where
+        the graph wrote them (on the GPU under CUDA: the search reads them there)."""
         new_tokens = input_ids.shape[1]
         self.inputs = self._bind_inputs(input_ids)
         self.kv_cache.bind(self.binding, new_tokens)
         self._bind_logits(new_tokens)
         self.graph.session.run_with_iobinding(self.binding)
         self.kv_cache.advance(new_tokens)
-        logits = position_inputs.logits_at_last_tokens(self.logits, input_ids, self.config.pad_token_id)  # [R, V]
-        return self.device.to_host(logits)
+        last = position_inputs.last_real_token_index(input_ids, self.config.pad_token_id)        # [R]
+        rows = self.device.xp.arange(self.rows)                                                  # [R]
+        return self.logits[rows, self.device.to_device(last)].astype(np.float32, copy=False)     # [R, V]
 
     @property
     def outputs(self) -> dict:

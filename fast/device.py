@@ -8,9 +8,17 @@ goes through `Device`, so the same code runs on both; cupy is imported only when
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
+from gentwin.devices import to_host
 from gentwin.errors import GentwinError
+
+
+def array_module(array):
+    """numpy for a host array, cupy for a device one (cupy is loaded already if such an array exists)."""
+    return np if isinstance(array, (np.ndarray, np.generic)) else sys.modules["cupy"]
 
 
 class Device:
@@ -51,5 +59,4 @@ class Device:
     def to_device(self, array: np.ndarray):
         return array if self.is_host else self.xp.asarray(array)
 
-    def to_host(self, array) -> np.ndarray:
-        return array if self.is_host else self.xp.asnumpy(array)
+    to_host = staticmethod(to_host)

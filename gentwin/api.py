@@ -19,6 +19,7 @@ import numpy as np
 from gentwin import search_options
 from gentwin.adapters import Adapters
 from gentwin.config import ConfigError, GenaiConfig, load_config
+from gentwin.devices import to_host
 from gentwin.errors import GentwinError
 from gentwin.graph_inputs import ExtraInputs, read_input_specs
 from gentwin.sequences import Sequences
@@ -293,7 +294,7 @@ class Generator:
         return self.sequences.length
 
     def get_logits(self) -> np.ndarray:
-        logits = self._compute_logits()
+        logits = to_host(self._compute_logits())                                  # [R, V]
         return logits[:, None, :].copy()                                          # [R, 1, V]
 
     def set_logits(self, logits) -> None:

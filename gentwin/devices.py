@@ -15,6 +15,8 @@ from collections.abc import Callable, Collection
 from numbers import Integral
 from typing import NamedTuple
 
+import numpy as np
+
 # The devices the peer asks about, and the onnxruntime execution provider that runs each.
 DEVICE_PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
@@ -48,6 +50,12 @@ def device_checks(usable_providers: Collection[str]) -> DeviceChecks:
         return is_available
 
     return DeviceChecks(*(check(device, provider) for device, provider in DEVICE_PROVIDERS.items()))
+
+
+def to_host(array) -> np.ndarray:
+    """ARRAY as a numpy array: a GPU array (CuPy's, or any with __cuda_array_interface__) is copied to the
+    host; anything else is taken as it is. The API hands out numpy arrays whichever engine computed them."""
+    return array.get() if hasattr(array, "__cuda_array_interface__") else np.asarray(array)
 
 
 _current_gpu_device_id = 0

@@ -14,6 +14,7 @@ from gentwin.reference.beam_search import BeamSearch
 
 
 class Search:
+    process_logits = staticmethod(penalties.process_logits)
     choose_next_tokens = staticmethod(sampling.choose_next_tokens)
 
     def __init__(self, options: dict, config):
@@ -23,8 +24,8 @@ class Search:
     def advance(self, logits: np.ndarray, sequences):
         """Choose every row's next token from LOGITS [R, V] (changed in place by the processors) and append
         it to SEQUENCES (pad for finished rows). Returns (tokens [R], None): rows keep their order."""
-        penalties.process_logits(logits, sequences.current(), self.options, self.config.eos_token_ids,
-                                 sequences.prompt_length, self.options["logit_bias"])
+        self.process_logits(logits, sequences.current(), self.options, self.config.eos_token_ids,
+                            sequences.prompt_length, self.options["logit_bias"])
         tokens = self.choose_next_tokens(logits, self.options, self.rng, sequences.finished,
                                          self.config.pad_token_id)  # [R]
         sequences.append_generated(tokens)

@@ -18,9 +18,11 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from gentwin import search_options
+from gentwin.fast import penalties as fast_penalties
 from gentwin.fast import sampling as fast_sampling
 from gentwin.reference import cpp_arithmetic, penalties, sampling
 from tests.conftest import load, shared_model
+from tests.device_standin import standin_cupy
 
 og = pytest.importorskip("onnxruntime_genai", reason="the peer, onnxruntime-genai 0.18.0, is not installed")
 
@@ -84,6 +86,7 @@ def play_both(options: dict, steps, model_path=None, vocab: int = VOCAB, prompt=
     must stay identical. Stops at EOS (batch 1: the peer is then done and does not append the EOS)."""
     generator = peer_generator(options, [prompt], model_path)
     samplers = {sampler: sampling.make_rng(options.get("random_seed", -1)) for sampler in SAMPLERS}
+    device_rng = sampling.make_rng(options.get("random_seed", -1))
     sequences = np.array([prompt], np.int32)  # [1, length]
     for index, (kind, seed) in enumerate(steps):
         logits = make_logits(kind, seed, sequences[0], vocab)  # [1, vocab]
@@ -93,6 +96,12 @@ def play_both(options: dict, steps, model_path=None, vocab: int = VOCAB, prompt=
         for sampler, rng in samplers.items():
             ours = sampler.choose_next_tokens(processed, options, rng)
             assert ours.tolist() == peer.tolist(), f"{sampler.__name__}: step {index} ({kind}, seed {seed})"
+        with standin_cupy() as device:  # the fast engine's GPU path: processors and sampler on device logits
+            on_device = device.asarray(logits)
+            fast_penalties.process_logits(on_device, sequences, options, [EOS], prompt_length=len(prompt))
+            assert on_device.get().tobytes() == processed.tobytes(), f"device processors: step {index}"
+            ours = fast_sampling.choose_next_tokens(on_device, options, device_rng)
+            assert ours.tolist() == peer.tolist(), f"device sampler: step {index} ({kind}, seed {seed})"
         if peer[0] == EOS:
             return
         sequences = np.concatenate([sequences, ours[:, None]], axis=1)  # [1, length + 1]
