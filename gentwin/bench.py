@@ -30,6 +30,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BENCH_MODELS = REPO / "bench-models"
 PEER = "onnxruntime_genai"
+# onnxruntime's and numpy's worker threads spin a while after a run; an engine starting at once shares the
+# cores with them (measured: the reference's prefill right after gentwin.fast's decode took twice as long)
+PAUSE_BETWEEN_TURNS = 0.1
 
 
 def ensure_bench_models() -> list[Path]:
@@ -68,6 +71,7 @@ def measure_interleaved(engines: dict, prompt_length: int, new_tokens: int, repe
     runs = {label: [] for label in engines}
     for _ in range(repeats):
         for label, (og, model) in loaded.items():
+            time.sleep(PAUSE_BETWEEN_TURNS)
             runs[label].append(time_one_generation(og, model, prompt, new_tokens))
     return {label: {"ttft_ms": 1000 * statistics.median(r[0] for r in timings),
                     "decode_tps": statistics.median(r[1] for r in timings)}
