@@ -131,7 +131,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     print(f"prompt {args.prompt_length} tokens, {args.new_tokens} new tokens, greedy, batch 1, "
-          f"median of {args.repeats} runs\n")
+          f"engines in turn, median of {args.repeats} rounds\n")
     print(f"{'model':<18} {'engine':<22} {'TTFT ms':>7} {'decode tok/s':>13} {'TTFT/peer':>10} {'decode/peer':>12}")
     for model_dir in ensure_bench_models():
         with single_threaded(model_dir) as one_thread:
