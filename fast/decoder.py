@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from gentwin import position_inputs
+from gentwin import devices, position_inputs
 from gentwin.config import ConfigError
 from gentwin.decoder_state import CachedState
 from gentwin.errors import GentwinError
@@ -93,7 +93,10 @@ def execution_providers(provider_config) -> list:
         if PROVIDERS[name] not in available:
             raise GentwinError(f"execution provider {name!r} is not available in this onnxruntime build "
                                f"(available: {', '.join(available)})")
-        chosen.append((PROVIDERS[name], dict(provider_config.provider_options.get(name, {}))))
+        options = dict(provider_config.provider_options.get(name, {}))
+        if name == "cuda":  # the session's GPU and the buffers' must be one: the current GPU unless given
+            options.setdefault("device_id", str(devices.get_current_gpu_device_id()))
+        chosen.append((PROVIDERS[name], options))
     return chosen + [("CPUExecutionProvider", {})]
 
 
@@ -114,7 +117,10 @@ def load_graph(config, provider_config) -> Graph:
                                        provider_options=[opts for _, opts in providers])
     except Exception as error:  # onnxruntime raises its own exception types for unreadable or invalid models
         raise ConfigError(f"cannot load {config.model_path} in onnxruntime: {error}") from error
-    return Graph(session, Device("cuda" if providers[0][0] == PROVIDERS["cuda"] else "cpu"))
+    provider, provider_options = providers[0]
+    if provider == PROVIDERS["cuda"]:
+        return Graph(session, Device("cuda", int(provider_options["device_id"])))
+    return Graph(session, Device("cpu"))
 
 
 class DecoderState(CachedState):

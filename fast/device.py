@@ -24,16 +24,18 @@ def array_module(array):
 class Device:
     """An array module (numpy or cupy) and the onnxruntime device name its buffers are bound with."""
 
-    def __init__(self, name: str):
-        self.name = name
+    def __init__(self, name: str, device_id: int = 0):
+        self.name, self.device_id = name, device_id
         if name == "cuda":
             try:
                 import cupy
             except ImportError as error:
                 raise GentwinError("the CUDA provider in gentwin.fast needs cupy: pip install 'gentwin[gpu]'") from error
-            self.xp, self.device_id = cupy, cupy.cuda.Device().id
+            # CuPy allocates on, and launches kernels for, its current device: make it the session's GPU
+            cupy.cuda.Device(device_id).use()
+            self.xp = cupy
         else:
-            self.xp, self.device_id = np, 0
+            self.xp = np
 
     @property
     def is_host(self) -> bool:

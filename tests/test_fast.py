@@ -14,7 +14,9 @@ import onnxruntime_genai as og
 import pytest
 
 import gentwin.fast as fast
+from gentwin import devices
 from gentwin.config import ConfigError
+from gentwin.fast import decoder
 from gentwin.errors import GentwinError
 from tests.conftest import FIXTURE_MODELS, load
 
@@ -118,6 +120,18 @@ def test_an_unavailable_provider_is_named():
     config.append_provider("cuda")
     with pytest.raises(GentwinError, match="execution provider 'cuda' is not available"):
         fast.Model(config)
+
+
+def test_the_cuda_session_runs_on_the_current_gpu_unless_the_config_names_one(monkeypatch):
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    config = fast.Config(str(LLAMA))
+    config.append_provider("cuda")
+    monkeypatch.setattr(devices, "_current_gpu_device_id", 0)
+    fast.set_current_gpu_device_id(1)
+    assert decoder.execution_providers(config)[0] == ("CUDAExecutionProvider", {"device_id": "1"})
+    config.set_provider_option("cuda", "device_id", "0")
+    assert decoder.execution_providers(config)[0] == ("CUDAExecutionProvider", {"device_id": "0"})
 
 
 def test_a_cpu_run_never_imports_cupy():
