@@ -14,6 +14,7 @@ implementation whose logits are merely close is fine; one that needs ties often 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis.errors import Flaky
+from hypothesis.internal.conjecture import providers
 
 from gentwin.conformance.families import FAMILIES, Capabilities, Family
 from gentwin.conformance.model_facts import ModelFacts
@@ -84,6 +86,26 @@ class _ShrinkingTimeSpent(BaseException):
     """Stops hypothesis's shrinking (a BaseException: hypothesis lets it through instead of shrinking it)."""
 
 
+@contextlib.contextmanager
+def same_scenarios_for_a_seed():
+    """Keep hypothesis to its own pool of special values while it generates, so that a seed gives the same
+    scenarios in every process.
+
+    Since 6.131 hypothesis also draws the literals it finds in the source of the "local" modules in sys.modules
+    (not installed, not tests). So a seed's scenarios would depend on what the process happens to have imported
+    (--impl, the test suite around it) and on whether gentwin is installed editable. There is no setting for
+    this, so its private hook is switched off here; its cache of permitted constants is cleared on the way in
+    and out, as it holds the local ones once seen."""
+    local_constants = providers._get_local_constants
+    providers.CONSTANTS_CACHE.cache.clear()
+    providers._get_local_constants = providers.Constants
+    try:
+        yield
+    finally:
+        providers._get_local_constants = local_constants
+        providers.CONSTANTS_CACHE.cache.clear()
+
+
 def search(judge_one, strategy, cell: Cell, examples: int, run_seed: int, shrink: bool) -> None:
     """Let hypothesis generate EXAMPLES scenarios from STRATEGY and judge them into CELL, stopping at the first
     divergence, which is shrunk (when SHRINK is true) and stored as the cell's failure."""
@@ -104,7 +126,8 @@ def search(judge_one, strategy, cell: Cell, examples: int, run_seed: int, shrink
     run = settings(max_examples=examples, phases=phases, database=None, deadline=None, verbosity=Verbosity.quiet,
                    suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
     try:
-        seed(run_seed)(run(given(strategy)(judged)))()
+        with same_scenarios_for_a_seed():
+            seed(run_seed)(run(given(strategy)(judged)))()
     except (_Diverged, _ShrinkingTimeSpent, Flaky):
         if "case" not in found:
             raise  # hypothesis itself stumbled: not a verdict

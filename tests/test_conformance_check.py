@@ -4,7 +4,9 @@ bundled fixtures; the scenarios generated follow the seed; bad arguments raise e
 
 from __future__ import annotations
 
+import importlib
 import re
+import sys
 
 import pytest
 
@@ -32,17 +34,26 @@ def test_a_sound_implementation_passes_on_the_bundled_fixtures(impl, capsys):
     assert "DIVERGED" not in out
 
 
-def test_the_same_seed_generates_the_same_scenarios():
+def test_the_same_seed_generates_the_same_scenarios_whatever_is_imported(tmp_path, monkeypatch):
     facts = ModelFacts.read(FIXTURE_MODELS / "qwen2-int4")
-    strategy = FAMILIES[0].strategy(facts, Capabilities(extras=frozenset(), peer_safe=True))
+    penalties = next(family for family in FAMILIES if family.name == "penalties")
+    strategy = penalties.strategy(facts, Capabilities(extras=frozenset({"presence_penalty", "frequency_penalty"}),
+                                                      peer_safe=True))
 
     def scenarios(seed: int) -> list:
         played = []
-        search(lambda scenario: played.append(scenario) or Verdict(IDENTICAL), strategy, Cell(), 8, seed, True)
+        search(lambda scenario: played.append(scenario) or Verdict(IDENTICAL), strategy, Cell(), 40, seed, True)
         return played
 
-    assert scenarios(3) == scenarios(3)
-    assert scenarios(3) != scenarios(4)
+    first = scenarios(3)
+    assert scenarios(4) != first
+    # a module of the user's own, full of literals hypothesis would otherwise draw from (penalties, token ids)
+    (tmp_path / "users_own_module.py").write_text(
+        "LITERALS = [" + ", ".join(f"{n}, {n / 97:.5f}" for n in range(100, 400)) + "]\n")
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.delitem(sys.modules, "users_own_module", raising=False)
+    importlib.import_module("users_own_module")
+    assert scenarios(3) == first
 
 
 def test_a_module_that_cannot_be_imported_is_named():

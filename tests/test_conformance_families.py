@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 import gentwin.reference as ref
 
+from gentwin.conformance.check import same_scenarios_for_a_seed
 from gentwin.conformance.families import FAMILIES, Capabilities
 from gentwin.conformance.model_facts import ModelFacts
 from gentwin.conformance.scenarios import play
@@ -46,7 +47,8 @@ def generated(family: str, impl: str = "gentwin.fast", count: int = 40) -> list:
     def collect(scenario):
         found.append(scenario)
 
-    collect()
+    with same_scenarios_for_a_seed():
+        collect()
     return found
 
 
@@ -82,8 +84,8 @@ def test_the_penalties_change_the_tokens():
     scenarios = generated("penalties")
     defaults = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, **EXTRA_SEARCH_DEFAULTS}
     changed = [s for s in scenarios if returned(on_reference(s)) != returned(on_reference(s, **defaults))]
-    # hypothesis draws other scenarios when the whole suite runs (about a third change then, half alone)
-    assert len(changed) >= len(scenarios) // 4, (len(changed), len(scenarios))
+    # not all: a penalty that misses the few tokens in contention changes nothing
+    assert len(changed) >= len(scenarios) // 3, (len(changed), len(scenarios))
 
 
 def test_chats_append_rewind_and_steer():
