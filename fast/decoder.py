@@ -178,11 +178,8 @@ class DecoderState(CachedState):
         self._bind_logits(new_tokens)
         self.graph.session.run_with_iobinding(self.binding)
         self.kv_cache.advance(new_tokens)
-        if new_tokens == 1:  # decoding: no padding to look past, and a plain slice saves the index arithmetic
-            return self.logits[:, 0].astype(np.float32)                                          # [R, V]
-        last = position_inputs.last_real_token_index(input_ids, self.config.pad_token_id)        # [R]
-        rows = self.device.xp.arange(self.rows)                                                  # [R]
-        return self.logits[rows, self.device.to_device(last)].astype(np.float32, copy=False)     # [R, V]
+        return position_inputs.logits_at_last_tokens(self.logits, input_ids, self.config.pad_token_id,
+                                                     self.device.to_device)                        # [R, V]
 
     @property
     def outputs(self) -> dict:

@@ -29,20 +29,21 @@ def process_touched_columns(logits, sequences, options: dict, eos_token_ids, pro
     """The processors run on the host on the only columns of LOGITS [rows, vocab] they can change."""
     xp, vocab = array_module(logits), logits.shape[1]
     logit_bias = logit_bias or {}
-    touched = touched_token_ids(sequences, eos_token_ids, logit_bias, vocab)  # [n] sorted
+    bias_ids = np.fromiter(logit_bias, np.int64, len(logit_bias))             # [biases]
+    touched = touched_token_ids(sequences, eos_token_ids, bias_ids, vocab)    # [n] sorted
     columns = xp.asarray(touched)                                             # [n] on the logits' device
     compact = to_host(logits[:, columns]).astype(np.float32)                  # [rows, n]
+    bias_columns = renumbered(bias_ids, touched, vocab)                       # [biases]
     penalties.process_logits(
         compact, renumbered(sequences, touched, vocab), options,
-        renumbered(np.asarray(eos_token_ids, np.int64), touched, vocab).tolist(), prompt_length,
-        {int(renumbered(np.array([token]), touched, vocab)[0]): bias for token, bias in logit_bias.items()})
+        renumbered(eos_token_ids, touched, vocab).tolist(), prompt_length,
+        dict(zip(bias_columns.tolist(), logit_bias.values())))
     logits[:, columns] = xp.asarray(compact)
 
 
-def touched_token_ids(sequences, eos_token_ids, logit_bias: dict, vocab: int) -> np.ndarray:
+def touched_token_ids(sequences, eos_token_ids, bias_ids, vocab: int) -> np.ndarray:
     """Every token id in [0, vocab) a processor might read or change, sorted: [n]."""
-    ids = np.concatenate([np.ravel(sequences), np.asarray(eos_token_ids, np.int64),
-                          np.fromiter(logit_bias, np.int64, len(logit_bias))]).astype(np.int64)
+    ids = np.concatenate([np.ravel(sequences), np.asarray(eos_token_ids, np.int64), bias_ids])  # int64
     return np.unique(ids[(ids >= 0) & (ids < vocab)])
 
 

@@ -6,6 +6,8 @@ on host logits: its log-softmax over every beam's row is the reference's float32
 
 from __future__ import annotations
 
+import functools
+
 from gentwin.devices import to_host
 from gentwin.fast import penalties, sampling
 from gentwin.reference import beam_search
@@ -22,7 +24,4 @@ class BeamSearch(beam_search.BeamSearch):
         return super().advance(to_host(logits), sequences)
 
 
-def create_search(options: dict, config):
-    if options["num_beams"] > 1:
-        return BeamSearch(options, config)
-    return Search(options, config)
+create_search = functools.partial(reference_search.create_search, search=Search, beam_search=BeamSearch)

@@ -26,12 +26,13 @@ def last_real_token_index(input_ids: np.ndarray, pad_token_id: int) -> np.ndarra
     return seq - 1 - np.argmax(is_real[:, ::-1], axis=1)                   # [B]
 
 
-def logits_at_last_tokens(logits: np.ndarray, input_ids: np.ndarray, pad_token_id: int) -> np.ndarray:
-    """LOGITS [R, S, V] of a run on INPUT_IDS [R, S], read at each row's last real token: [R, V] float32."""
+def logits_at_last_tokens(logits, input_ids: np.ndarray, pad_token_id: int, to_device=np.asarray):
+    """LOGITS [R, S, V] of a run on INPUT_IDS [R, S], read at each row's last real token: [R, V] float32,
+    a copy, where LOGITS are (TO_DEVICE moves the host indices there)."""
     if input_ids.shape[1] == 1:
         return logits[:, 0, :].astype(np.float32)                            # [R, V]
     last = last_real_token_index(input_ids, pad_token_id)                   # [R]
-    return logits[np.arange(len(last)), last, :].astype(np.float32)         # [R, V]
+    return logits[to_device(np.arange(len(last))), to_device(last), :].astype(np.float32)  # [R, V]
 
 
 def first_run_inputs(input_ids: np.ndarray, pad_token_id: int, batch_size: int):

@@ -44,7 +44,8 @@ class Search:
         return sequences.current()[index].copy()  # [length]
 
 
-def create_search(options: dict, config):
+def create_search(options: dict, config, search=Search, beam_search=BeamSearch):
+    """The search a Generator's options ask for; an engine passes its own classes."""
     if options["num_beams"] > 1:
-        return BeamSearch(options, config)
-    return Search(options, config)
+        return beam_search(options, config)
+    return search(options, config)
