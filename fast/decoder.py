@@ -127,15 +127,10 @@ class DecoderState(CachedState):
     """One generator's model inputs, IO binding and KV cache; `run` feeds new tokens and returns their logits."""
 
     def __init__(self, graph: Graph, config, batch_size: int, num_beams: int, max_length: int, share_buffer: bool):
-        self.graph, self.config, self.device = graph, config, graph.device
-        self.rows = batch_size * num_beams
-        names = config.decoder.input_names
-        self.input_ids_name, self.mask_name, self.positions_name = (
-            names["input_ids"], names["attention_mask"], names["position_ids"])
+        super().__init__(graph, config, batch_size)
+        self.device, self.rows = graph.device, batch_size * num_beams
         self.logits_name = config.decoder.output_names["logits"]
-        past_dtype = graph.input_types[config.decoder.past_names(0)[0]]
-        self.kv_cache = KVCache(config, self.rows, max_length, share_buffer, past_dtype, self.device)
-        self.positions = position_inputs.PositionInputs(config.pad_token_id, batch_size)
+        self.kv_cache = KVCache(config, self.rows, max_length, share_buffer, self.past_dtype, self.device)
         self.binding = graph.session.io_binding()
         self.inputs = {}            # the last run's host inputs, by name, for get_input
         self.extra_inputs = {}      # further inputs by name, set by the api: set_model_input and adapters
@@ -149,11 +144,8 @@ class DecoderState(CachedState):
     def _bind_inputs(self, input_ids: np.ndarray) -> dict:
         """Bind input_ids, attention_mask and position_ids (those the graph takes) and the extra inputs; returns
         the arrays bound, by name, which must outlive the run."""
-        mask, positions = self.positions.next(input_ids)                                    # [R, T], [R, S]
-        inputs = {self.input_ids_name: input_ids, self.mask_name: mask, self.positions_name: positions}
-        inputs = {name: value for name, value in inputs.items() if name in self.graph.input_types}
         bound = {}
-        for name, value in {**inputs, **self.extra_inputs}.items():
+        for name, value in {**self.position_feeds(input_ids), **self.extra_inputs}.items():
             bound[name] = np.ascontiguousarray(value, dtype=self.graph.input_types.get(name, value.dtype))
             self.device.bind_host_input(self.binding, name, bound[name])
         return bound

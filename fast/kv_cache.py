@@ -21,9 +21,7 @@ import numpy as np
 class KVCache:
     def __init__(self, config, rows: int, max_length: int, share_buffer: bool, dtype, device):
         decoder = config.decoder
-        layers = range(decoder.num_hidden_layers)
-        self.past_names = [name for layer in layers for name in decoder.past_names(layer)]
-        self.present_names = [name for layer in layers for name in decoder.present_names(layer)]
+        self.past_names, self.present_names = decoder.cache_names()
         self.share_buffer, self.max_length, self.device = share_buffer, max_length, device
         heads, head_size = decoder.num_key_value_heads, decoder.head_size
         leading = (2, rows) if decoder.combined_past else (rows,)   # gpt2: keys and values in one tensor

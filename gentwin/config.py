@@ -91,6 +91,12 @@ class DecoderConfig:
             return [names["present_names"] % layer]
         return [names["present_key_names"] % layer, names["present_value_names"] % layer]
 
+    def cache_names(self) -> tuple[list[str], list[str]]:
+        """Every layer's past input names and present output names, layer by layer."""
+        layers = range(self.num_hidden_layers)
+        return ([name for layer in layers for name in self.past_names(layer)],
+                [name for layer in layers for name in self.present_names(layer)])
+
 
 @dataclass
 class GenaiConfig:

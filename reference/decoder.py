@@ -60,7 +60,7 @@ class Graph:
         return {name: value.astype(self.input_types[name], copy=False) for name, value in feeds.items()}
 
     def run(self, feeds: dict) -> dict:
-        feeds = self.typed(feeds)
+        """Evaluate the graph on FEEDS, already of the types it declares (see typed)."""
         # Builder-written masks add float32's lowest value to itself on purpose, giving -inf.
         with np.errstate(over="ignore"):
             return dict(zip(self.output_names, self.evaluator.run(None, feeds)))
@@ -81,27 +81,15 @@ class DecoderState(CachedState):
     """One generator's model inputs and KV cache; `run` feeds new tokens and returns their logits."""
 
     def __init__(self, graph: Graph, config, batch_size: int, num_beams: int, max_length: int, share_buffer: bool):
-        self.graph, self.config, self.batch_size = graph, config, batch_size
-        rows = batch_size * num_beams
-        names = config.decoder.input_names
-        self.input_ids_name, self.mask_name, self.positions_name = (
-            names["input_ids"], names["attention_mask"], names["position_ids"])
-        past_dtype = graph.input_types[config.decoder.past_names(0)[0]]
-        self.kv_cache = KVCache(config, rows, max_length, share_buffer, dtype=past_dtype)
-        self.positions = position_inputs.PositionInputs(config.pad_token_id, batch_size)
+        super().__init__(graph, config, batch_size)
+        self.kv_cache = KVCache(config, batch_size * num_beams, max_length, share_buffer, dtype=self.past_dtype)
         self.outputs = {}           # the last run's outputs, by name, for get_output
         self.inputs = {}            # the last run's inputs, by name, for get_input
         self.extra_inputs = {}      # further inputs by name, set by the api: set_model_input and adapters
 
-    def _model_inputs(self, input_ids: np.ndarray) -> dict:
-        """input_ids, attention_mask and position_ids (gentwin.position_inputs), those the graph takes."""
-        mask, positions = self.positions.next(input_ids)                                    # [R, T], [R, S]
-        inputs = {self.input_ids_name: input_ids, self.mask_name: mask, self.positions_name: positions}
-        return {name: value for name, value in inputs.items() if name in self.graph.input_types}
-
     def run(self, input_ids: np.ndarray) -> np.ndarray:
         """Run the decoder on INPUT_IDS [R, S]; return the logits at each row's last real token, [R, V]."""
-        feeds = self._model_inputs(input_ids)
+        feeds = self.position_feeds(input_ids)
         feeds.update(self.kv_cache.feeds())
         feeds.update(self.extra_inputs)
         self.inputs = self.graph.typed(feeds)

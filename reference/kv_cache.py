@@ -16,9 +16,7 @@ import numpy as np
 class KVCache:
     def __init__(self, config, rows: int, max_length: int, share_buffer: bool, dtype=np.float32):
         decoder = config.decoder
-        layers = range(decoder.num_hidden_layers)
-        self.past_names = [name for layer in layers for name in decoder.past_names(layer)]
-        self.present_names = [name for layer in layers for name in decoder.present_names(layer)]
+        self.past_names, self.present_names = decoder.cache_names()
         self.share_buffer = share_buffer
         length = max_length if share_buffer else 0
         if decoder.combined_past:
