@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .attention_common import attend, mask_bias, merge_heads, split_heads
+from .attention_common import attend_masked, merge_heads, split_heads
 from .contrib_op import ContribOp, unsupported
 
 
@@ -49,12 +49,7 @@ class Attention(ContribOp):
             k = np.concatenate([past[0], k], axis=2)  # [B, N, P + S, D]
             v = np.concatenate([past[1], v], axis=2)  # [B, N, P + S, Dv]
 
-        batch, _, length, head_size = q.shape
-        bias_scores = mask_bias(
-            "Attention", mask_index, unidirectional, batch, length, k.shape[2], mask_filter_value
-        )  # [B, 1, S, T]
-        if attention_bias is not None:
-            bias_scores = bias_scores + attention_bias
-
-        output = attend(q, k, v, scale if scale != 0 else 1 / np.sqrt(head_size), bias_scores)  # [B, N, S, Dv]
+        output = attend_masked(
+            "Attention", q, k, v, scale, mask_index, unidirectional, mask_filter_value, attention_bias
+        )  # [B, N, S, Dv]
         return self.outputs(merge_heads(output), np.stack([k, v]))  # [B, S, N*Dv], [2, B, N, T, D]

@@ -88,15 +88,25 @@ def softmax(scores, sink=None):
 def attend(query, key, value, scale, bias=None, softcap=0.0, sink=None):
     """softmax(softcap(scale * Q K^T) + bias) V for Q [B, N, S, D] and K, V [B, N, T, D] -> [B, N, S, Dv].
 
-    bias broadcasts to [B, N, S, T] and carries the masks: -inf (or a large negative filter value) where
-    attention is not allowed.
+    A scale of 0 (the ops' attribute default) means 1 / sqrt(D). bias broadcasts to [B, N, S, T] and carries
+    the masks: -inf (or a large negative filter value) where attention is not allowed.
     """
+    scale = scale if scale != 0 else 1 / np.sqrt(query.shape[-1])
     scores = np.matmul(query, key.swapaxes(-1, -2)) * np.float32(scale)  # [B, N, S, T]
     if softcap > 0:
         scores = np.float32(softcap) * np.tanh(scores / np.float32(softcap))
     if bias is not None:
         scores = scores + bias
     return np.matmul(softmax(scores, sink), value).astype(query.dtype)  # [B, N, S, Dv]
+
+
+def attend_masked(op_type, query, key, value, scale, mask, unidirectional, mask_filter_value, attention_bias):
+    """attend() under the Attention and MultiHeadAttention kernels' masks (mask_bias) plus attention_bias."""
+    batch, _, length, _ = query.shape
+    bias = mask_bias(op_type, mask, unidirectional, batch, length, key.shape[2], mask_filter_value)  # [B, 1, S, T]
+    if attention_bias is not None:
+        bias = bias + attention_bias  # [B, N, S, T]
+    return attend(query, key, value, scale, bias)  # [B, N, S, Dv]
 
 
 def additive_mask(allowed, filter_value=-np.inf):

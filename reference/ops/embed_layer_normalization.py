@@ -3,6 +3,7 @@
 import numpy as np
 
 from .contrib_op import ContribOp
+from .layer_norms import layer_norm
 
 
 class EmbedLayerNormalization(ContribOp):
@@ -32,10 +33,7 @@ class EmbedLayerNormalization(ContribOp):
         if segment_ids is not None:
             embedding_sum = embedding_sum + segment_embedding[segment_ids]
 
-        # the centred variance, as onnxruntime's kernel computes it (unlike its skip layer norms)
-        centred = embedding_sum - embedding_sum.mean(axis=-1, keepdims=True)
-        std = np.sqrt(np.mean(centred * centred, axis=-1, keepdims=True) + np.float32(epsilon))
-        output = centred / std * gamma + beta
+        output = layer_norm(embedding_sum, gamma, beta, epsilon)  # [B, S, H]
 
         if mask is None:
             mask_index = np.zeros(batch, np.int32)

@@ -83,7 +83,6 @@ class GroupQueryAttention(ContribOp):
         q = split_heads(query, num_heads)  # [B, N, S, D]
         k = split_heads(key, kv_num_heads)  # [B, Nkv, S, D]
         v = split_heads(value, kv_num_heads)  # [B, Nkv, S, D]
-        head_size = q.shape[-1]
 
         valid_lengths = seqlens_k.astype(np.int64) + 1  # [B], past + new valid tokens per row
         total_length = int(np.asarray(total_sequence_length).reshape(-1)[0])
@@ -126,7 +125,7 @@ class GroupQueryAttention(ContribOp):
             q,
             repeat_kv_heads(present_key, num_heads),  # [B, N, P, D]
             repeat_kv_heads(present_value, num_heads),  # [B, N, P, D]
-            scale if scale != 0 else 1 / np.sqrt(head_size),
+            scale,
             bias,
             softcap,
             sink,

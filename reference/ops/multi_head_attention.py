@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .attention_common import attend, mask_bias, merge_heads, split_heads
+from .attention_common import attend_masked, merge_heads, split_heads
 from .contrib_op import ContribOp, unsupported
 
 
@@ -50,12 +50,7 @@ class MultiHeadAttention(ContribOp):
             k = np.concatenate([past_key, k], axis=2)  # [B, N, P + L, D]
             v = np.concatenate([past_value, v], axis=2)  # [B, N, P + L, Dv]
 
-        batch, _, length, head_size = q.shape
-        bias_scores = mask_bias(
-            "MultiHeadAttention", key_padding_mask, unidirectional, batch, length, k.shape[2], mask_filter_value
-        )  # [B, 1, S, T]
-        if attention_bias is not None:
-            bias_scores = bias_scores + attention_bias
-
-        output = attend(q, k, v, scale if scale != 0 else 1 / np.sqrt(head_size), bias_scores)  # [B, N, S, Dv]
+        output = attend_masked(
+            "MultiHeadAttention", q, k, v, scale, key_padding_mask, unidirectional, mask_filter_value, attention_bias
+        )  # [B, N, S, Dv]
         return self.outputs(merge_heads(output), k, v)  # [B, S, N*Dv], [B, N, T, D], [B, N, T, Dv]
