@@ -24,15 +24,7 @@ from gentwin.fast.device import Device
 from gentwin.fast.kv_cache import KVCache
 
 # The peer's provider names (Config.append_provider) and onnxruntime's.
-PROVIDERS = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "dml": "DmlExecutionProvider",
-    "rocm": "ROCMExecutionProvider",
-    "openvino": "OpenVINOExecutionProvider",
-    "qnn": "QNNExecutionProvider",
-    "webgpu": "WebGpuExecutionProvider",
-}
+PROVIDERS = {"cpu": "CPUExecutionProvider", "rocm": "ROCMExecutionProvider", **devices.DEVICE_PROVIDERS}
 
 # genai_config.json's decoder.session_options that map onto onnxruntime.SessionOptions attributes.
 SESSION_ATTRIBUTES = {
@@ -182,7 +174,7 @@ class DecoderState(CachedState):
         if self.other_outputs:  # bound first, in __init__, so they lead the binding's outputs
             values = self.binding.get_outputs()[: len(self.other_outputs)]
             outputs.update((name, value.numpy()) for name, value in zip(self.other_outputs, values))
-        return {name: self.device.to_host(value) for name, value in outputs.items()}
+        return {name: devices.to_host(value) for name, value in outputs.items()}
 
     def forget_last_run(self) -> None:
         self.inputs, self.logits = {}, None

@@ -12,7 +12,6 @@ import sys
 
 import numpy as np
 
-from gentwin.devices import to_host
 from gentwin.errors import GentwinError
 
 
@@ -60,5 +59,3 @@ class Device:
 
     def to_device(self, array: np.ndarray):
         return array if self.is_host else self.xp.asarray(array)
-
-    to_host = staticmethod(to_host)

@@ -86,9 +86,8 @@ class KVCache:
         return self._view(flat, self.max_length if self.share_buffer else self.length)
 
     def reorder(self, row_indices) -> None:
-        """Beam search: row i of the cache becomes a copy of row ROW_INDICES[i]."""
-        if self.spare is None:
-            self.spare = [self.device.xp.empty_like(flat) for flat in self.current]
+        """Beam search (never with a shared buffer, so the spare buffers exist): row i of the cache becomes a
+        copy of row ROW_INDICES[i]."""
         rows = self.device.to_device(np.asarray(row_indices))
         for held, spare in zip(self.current, self.spare):
             self.device.xp.take(self._held(held), rows, axis=self.rows_axis, out=self._held(spare))

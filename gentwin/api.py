@@ -22,7 +22,7 @@ from gentwin.config import ConfigError, GenaiConfig, load_config
 from gentwin.devices import to_host
 from gentwin.errors import GentwinError
 from gentwin.graph_inputs import ExtraInputs, read_input_specs
-from gentwin.sequences import Sequences
+from gentwin.sequences import Sequences, check_vocabulary_range, right_padded
 from gentwin.tensors import NamedTensors
 
 
@@ -97,10 +97,7 @@ class Model:
         while not generator.is_done():
             generator.generate_next_token()
         rows = [generator.get_sequence(i) for i in range(generator.search.returned_rows(generator.options))]
-        sequences = np.full((len(rows), max(len(row) for row in rows)), self.config.pad_token_id, np.int32)
-        for sequence, row in zip(sequences, rows):
-            sequence[: len(row)] = row
-        return sequences
+        return right_padded(rows, self.config.pad_token_id)
 
     @property
     def type(self) -> str:
@@ -209,7 +206,7 @@ class Generator:
         self.state = model.DecoderState(model.graph, config, self.batch_size, options["num_beams"],
                                         options["max_length"], share_buffer)
         self.search = model.Search(options, config)
-        self.sequences = Sequences(rows, options["max_length"], config.eos_token_ids, config.pad_token_id)
+        self.sequences = Sequences(rows, options["max_length"], config.eos_token_ids)
         self.logits = None      # [R, V] float32: logits for the next choice, once computed
         self.fed_length = 0     # how many tokens of the sequences the KV cache holds
         self.rewound = False    # rewind_to dropped the logits of the last kept token
@@ -436,10 +433,7 @@ class Generator:
             raise GentwinError("tokens is empty")
         if array.size % self.batch_size:
             raise GentwinError(f"{array.size} tokens cannot be split into batch_size ({self.batch_size}) equal rows")
-        vocab = self.model.config.vocab_size
-        bad = (array < 0) | (array >= vocab)
-        if bad.any():
-            raise GentwinError(f"token id {int(array[bad].flat[0])} is outside the vocabulary [0, {vocab})")
+        check_vocabulary_range(array, self.model.config.vocab_size)
         rows = array.reshape(self.batch_size, -1).astype(np.int32)              # [B, S]
         return np.repeat(rows, self.options["num_beams"], axis=0)                # [B * beams, S]
 

@@ -21,6 +21,7 @@ a "role" that the template reads (the peer renders 'None'), 'a' + 1 (the peer co
 from __future__ import annotations
 
 import datetime
+import functools
 import json
 import os
 import re
@@ -168,6 +169,7 @@ def _normalize_tool_quotes(text: str) -> str:
     return "".join(chars)
 
 
+@functools.lru_cache(maxsize=16)  # chat renders a folder's one template again and again
 def _compile(template: str) -> jinja2.Template:
     try:
         return _ENVIRONMENT.from_string(template)

@@ -51,11 +51,9 @@ def main(argv=None) -> int:
 
         run_server(args.model_dir, args.engine, args.host, args.port, args.presets)
         return 0
-    if args.command == "chat":
-        from gentwin.chat_cli import run as run_chat
+    from gentwin.chat_cli import run as run_chat  # "chat", the last of the required subcommands
 
-        return run_chat(args)
-    return 2
+    return run_chat(args)
 
 
 if __name__ == "__main__":

@@ -68,8 +68,6 @@ class DecoderConfig:
     num_hidden_layers: int
     num_key_value_heads: int
     head_size: int
-    num_attention_heads: int = 0
-    hidden_size: int = 0
     input_names: dict = field(default_factory=lambda: dict(DEFAULT_INPUT_NAMES))
     output_names: dict = field(default_factory=lambda: dict(DEFAULT_OUTPUT_NAMES))
     session_options: dict = field(default_factory=dict)
@@ -146,8 +144,6 @@ def _parse_decoder(decoder: dict) -> DecoderConfig:
         num_hidden_layers=_as_int(_require(decoder, "num_hidden_layers", where), where + ".num_hidden_layers"),
         num_key_value_heads=_as_int(_require(decoder, "num_key_value_heads", where), where + ".num_key_value_heads"),
         head_size=_as_int(_require(decoder, "head_size", where), where + ".head_size"),
-        num_attention_heads=decoder.get("num_attention_heads", 0),
-        hidden_size=decoder.get("hidden_size", 0),
         input_names=names_in,
         output_names=names_out,
         session_options=decoder.get("session_options", {}),

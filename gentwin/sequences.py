@@ -4,6 +4,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from gentwin.errors import GentwinError
+
+
+def right_padded(rows, pad_token_id: int) -> np.ndarray:
+    """Token rows of different lengths as one int32 [len(rows), longest] array, padded on the right."""
+    batch = np.full((len(rows), max(len(row) for row in rows)), pad_token_id, np.int32)  # [B, longest]
+    for batch_row, row in zip(batch, rows):
+        batch_row[: len(row)] = row
+    return batch
+
+
+def check_vocabulary_range(ids, vocab_size: int) -> None:
+    """Every token id in IDS must be in [0, vocab_size); the first that is not is named."""
+    ids = np.asarray(ids)
+    outside = (ids < 0) | (ids >= vocab_size)
+    if outside.any():
+        raise GentwinError(f"token id {int(ids[outside].flat[0])} is outside the vocabulary [0, {vocab_size})")
+
 
 class Sequences:
     """Tokens of every row in one [rows, max_length] buffer, as the peer keeps them.
@@ -13,12 +31,11 @@ class Sequences:
     peer, the token that finishes the last unfinished row is not kept: the sequences end before it.
     """
 
-    def __init__(self, rows: int, max_length: int, eos_token_ids: list[int], pad_token_id: int):
+    def __init__(self, rows: int, max_length: int, eos_token_ids: list[int]):
         self.tokens = np.zeros((rows, max_length), dtype=np.int32)  # [R, max_length]
         self.length = 0
         self.prompt_length = 0  # where the tokens generated since the last append begin
         self.eos_token_ids = np.asarray(eos_token_ids, dtype=np.int32)
-        self.pad_token_id = pad_token_id
         self.finished = np.zeros(rows, dtype=bool)                  # [R]
 
     @property

@@ -50,6 +50,7 @@ import tokenizers
 from gentwin import chat_template
 from gentwin.config import GenaiConfig, load_config
 from gentwin.errors import GentwinError
+from gentwin.sequences import check_vocabulary_range, right_padded
 
 SPM_SPACE = "\u2581"  # "▁", SentencePiece's visible space
 SPM_BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -341,11 +342,7 @@ class Tokenizer:
             raise TypeError("encode_batch takes a sequence of str")
         if not texts:
             raise GentwinError("encode_batch: no texts given")
-        rows = [self.encode(text) for text in texts]
-        batch = np.full((len(rows), max(len(row) for row in rows)), self.pad_token_id, dtype=np.int32)
-        for batch_row, row in zip(batch, rows):
-            batch_row[:len(row)] = row
-        return batch
+        return right_padded([self.encode(text) for text in texts], self.pad_token_id)
 
     def to_token_id(self, token: str) -> int:
         """The id of one vocabulary entry, spelled as in tokenizer.json ('Ġhello', '▁Hello'); -1 if none."""
@@ -375,7 +372,7 @@ class Tokenizer:
 
     def _stream_piece(self, token_id: int, first: bool, after_special: bool) -> tuple[bytes, bool]:
         """(bytes of one streamed token, whether it is special)."""
-        self._check_id_range(np.array([token_id]))
+        check_vocabulary_range(token_id, self._vocab_size)
         piece, is_special = self._pieces.piece(token_id, after_special, self._options["skip_special_tokens"])
         if is_special and self._clean_up_spaces:
             # The peer's stream (not its decode) spaces special tokens out under clean_up_tokenization_spaces.
@@ -391,13 +388,8 @@ class Tokenizer:
             raise TypeError(f"{what} takes integer token ids, got dtype {ids.dtype}")
         if ids.ndim != ndim:
             raise GentwinError(f"{what} takes a {ndim}-D array of token ids, got {ids.ndim} dimensions")
-        self._check_id_range(ids)
+        check_vocabulary_range(ids, self._vocab_size)
         return ids.astype(np.int64)
-
-    def _check_id_range(self, ids: np.ndarray) -> None:
-        bad = (ids < 0) | (ids >= self._vocab_size)
-        if bad.any():
-            raise GentwinError(f"token id {int(ids[bad].flat[0])} is outside the vocabulary [0, {self._vocab_size})")
 
     # -- chat --------------------------------------------------------------------------------------------
 

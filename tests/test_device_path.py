@@ -80,7 +80,7 @@ def test_fast_search_on_device_logits_chooses_as_the_reference(options, extras, 
     config = types.SimpleNamespace(eos_token_ids=[1], pad_token_id=0, vocab_size=vocab)
     rows = batch * options["num_beams"]
     searches = [reference_search.create_search(options, config), fast_search.create_search(options, config)]
-    sequences = [Sequences(rows, 40, [1], 0) for _ in searches]
+    sequences = [Sequences(rows, 40, [1]) for _ in searches]
     prompt = np.random.default_rng(seed).integers(2, vocab, (rows, 4)).astype(np.int32)  # [rows, 4]
     for each in sequences:
         each.append_prompt(prompt)
