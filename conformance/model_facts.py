@@ -22,10 +22,12 @@ import numpy as np
 import onnx
 
 from gentwin.config import load_config
+from gentwin.reference.penalties import FLOAT_LOWEST
 
 FLOAT_RELATIVE_TOLERANCE = 1e-5
 INT8_ACTIVATIONS_RELATIVE_TOLERANCE = 2e-2
 INT8_ACCURACY_LEVEL = 4
+LOWEST = float(FLOAT_LOWEST)  # float32's lowest, which bans a token
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,8 @@ def logit_error(ours, theirs) -> float:
     """The largest absolute difference between two arrays of (processed) logits. Entries that are not finite
     (a banned token: float32's lowest times a penalty can be -inf) must match exactly; otherwise inf."""
     ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    lowest = float(np.finfo(np.float32).min)
-    ours_banned, theirs_banned = ~np.isfinite(ours) | (ours <= lowest), ~np.isfinite(theirs) | (theirs <= lowest)
+    ours_banned = ~np.isfinite(ours) | (ours <= LOWEST)
+    theirs_banned = ~np.isfinite(theirs) | (theirs <= LOWEST)
     if np.any(ours_banned != theirs_banned) or np.any(ours[ours_banned] != theirs[theirs_banned]):
         return float("inf")
     differences = np.abs(ours - theirs)[~ours_banned]

@@ -39,9 +39,10 @@ from starlette.exceptions import HTTPException
 
 from gentwin.chat import Client
 from gentwin.chat.client import DEFAULT_ENGINE
+from gentwin.chat.options import OPTION_NAMES
+from gentwin.chat.responses import API_VERSION
 from gentwin.errors import GentwinError
 
-API_VERSION = {"api_version": {"version": "1"}}
 MAX_TOKENIZE_CHARACTERS = 65536  # Cohere's limit on /v1/tokenize
 
 
@@ -51,9 +52,10 @@ class CohereRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = None
 
-    def options(self, names: tuple[str, ...]) -> dict:
-        """The gentwin.chat options among NAMES that the request sets."""
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+    def options(self) -> dict:
+        """The gentwin.chat options that the request sets, among its fields."""
+        return {name: getattr(self, name) for name in type(self).model_fields
+                if name in OPTION_NAMES and getattr(self, name) is not None}
 
     def refuse_unsupported(self, names: tuple[str, ...]) -> None:
         for name in names:
@@ -74,10 +76,6 @@ class SamplingFields(CohereRequest):
     logit_bias: dict[str, float] | None = None
     truncate: Literal["NONE", "START", "END"] | None = None
     preset: str | None = None
-
-
-SHARED_OPTIONS = ("max_tokens", "temperature", "k", "p", "seed", "frequency_penalty", "presence_penalty",
-                  "stop_sequences", "end_sequences", "logit_bias", "truncate")
 
 
 class ChatRequest(SamplingFields):
@@ -125,7 +123,7 @@ def create_app(client: Client) -> FastAPI:
     @app.post("/v2/chat")
     def chat(body: ChatRequest):
         body.refuse_unsupported(ChatRequest.UNSUPPORTED)
-        options = body.options(SHARED_OPTIONS)
+        options = body.options()
         if body.stream:
             events = client.chat_stream(body.messages, preset=body.preset, **options)
             return StreamingResponse(server_sent_events(events), media_type="text/event-stream")
@@ -134,7 +132,7 @@ def create_app(client: Client) -> FastAPI:
     @app.post("/v1/generate")
     def generate(body: GenerateRequest):
         body.refuse_unsupported(GenerateRequest.UNSUPPORTED)
-        options = body.options(SHARED_OPTIONS + ("num_generations",))
+        options = body.options()
         response = client.generate_without_warning(body.prompt, preset=body.preset,
                                                    raw_prompting=bool(body.raw_prompting), **options)
         return response.to_v1_generate_json()

@@ -160,14 +160,24 @@ class Client:
         options = self._chat_options(preset, given)
         messages = prompts.chat_messages(messages)
         call = self._prepare(prompts.render(self.tokenizer, messages), options,
-                             excluded=options.stop_sequences + options.end_sequences, included=())
-        call.system_prompt_length = prompts.system_prompt_length(self.tokenizer, messages, call.prompt)
+                             excluded=self.chat_stop_sequences(options), included=())
+        if self.prefix_cache.enabled:  # where the prefill snapshots for the cache; nowhere without it
+            call.system_prompt_length = prompts.system_prompt_length(self.tokenizer, messages, call.prompt)
         return call
 
     def _prepare(self, tokens: np.ndarray, options: Options, excluded, included) -> _Call:
-        # The prompt leaves room for one generated token at least.
-        prompt = prompts.truncate(tokens, options.truncate, self.context_length - 1)
+        prompt = self.truncate(tokens, options.truncate)
         return _Call(prompt, options, excluded, included, None, self.new_generator(options, 0))
+
+    def truncate(self, tokens: np.ndarray, mode: str) -> np.ndarray:
+        """TOKENS as a prompt, truncated as MODE says (gentwin.chat.prompts.truncate) to leave room in the
+        context for one generated token at least."""
+        return prompts.truncate(tokens, mode, self.context_length - 1)
+
+    @staticmethod
+    def chat_stop_sequences(options: Options) -> tuple[str, ...]:
+        """The sequences that end a chat reply, each cut from the text with what follows it."""
+        return options.stop_sequences + options.end_sequences
 
     def new_generator(self, options: Options, generation: int):
         """A Generator with the search options of generation number GENERATION, room for the whole context."""
@@ -181,8 +191,9 @@ class Client:
         generations = []
         with contextlib.closing(self._replies(call)) as replies:
             for reply in replies:
-                text = "".join(reply)
-                generations.append(responses.Generation(text, reply.finish_reason, tuple(reply.token_ids)))
+                for _ in reply:  # read to its end: reply.text is then the whole text
+                    pass
+                generations.append(responses.Generation(reply.text, reply.finish_reason, tuple(reply.token_ids)))
         output_tokens = sum(len(generation.token_ids) for generation in generations)
         return responses.ChatResponse(responses.new_id(), tuple(generations), call.usage(output_tokens))
 
@@ -209,8 +220,7 @@ class Client:
                 else:
                     generator.restore(prefilled)
                 yield Reply(generator, self.tokenizer, call.options.max_tokens, call.matcher())
-                if self.prefix_cache.enabled:
-                    self.prefix_cache.add(generator.snapshot())
+                self.prefix_cache.keep(generator)
 
     def _prefill(self, generator, call: _Call) -> int:
         """Append the call's prompt to GENERATOR, starting from the prefix cache's best snapshot; how many
@@ -223,12 +233,11 @@ class Client:
             generator.restore(snapshot)
             generator.rewind_to(cached)
         start = cached
-        system_end = call.system_prompt_length if self.prefix_cache.enabled else None
-        for end in [end for end in (system_end, len(prompt)) if end is not None and end > start]:
+        for end in [end for end in (call.system_prompt_length, len(prompt)) if end is not None and end > start]:
             generator.append_tokens(prompt[start:end])
             start = end
             if end < len(prompt):
-                self.prefix_cache.add(generator.snapshot())
+                self.prefix_cache.keep(generator)
         return cached
 
     @contextlib.contextmanager

@@ -38,14 +38,13 @@ class Conversation:
     def say(self, text: str) -> Iterator[str]:
         """The reply to TEXT, streamed. The turn joins the conversation when the reply has been read to its end."""
         messages = prompts.chat_messages(self.messages + [{"role": "user", "content": text}])
-        prompt = prompts.truncate(prompts.render(self.client.tokenizer, messages), "NONE",
-                                  self.client.context_length - 1)
+        prompt = self.client.truncate(prompts.render(self.client.tokenizer, messages), "NONE")
         # Keep what the generator holds of the prompt; the prompt's last token runs anyway, as in Client.
         start = min(common_prefix_length(self.generator.get_sequence(0), prompt), len(prompt) - 1)
         self.generator.rewind_to(start)
         self.generator.append_tokens(prompt[start:])
         reply = Reply(self.generator, self.client.tokenizer, self.options.max_tokens,
-                      StopMatcher(self.options.stop_sequences + self.options.end_sequences))
+                      StopMatcher(self.client.chat_stop_sequences(self.options)))
         yield from reply
         self.turn_starts.append(start)
         self.messages = messages + [{"role": "assistant", "content": reply.text}]

@@ -104,10 +104,6 @@ def _sequences(name: str, value) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _logit_bias(name: str, value) -> dict:
-    return search_options.coerce_option(name, value)  # token ids are checked against the vocabulary later
-
-
 def _truncate(name: str, value) -> str:
     if value not in TRUNCATE_MODES:
         raise ValueError(f"{name} must be one of {', '.join(TRUNCATE_MODES)}, got {value!r}")
@@ -124,7 +120,7 @@ CHECKS = {
     "presence_penalty": lambda name, value: _real(name, value, 0.0),
     "stop_sequences": _sequences,
     "end_sequences": _sequences,
-    "logit_bias": _logit_bias,
+    "logit_bias": search_options.coerce_option,  # token ids are checked against the vocabulary later
     "num_generations": lambda name, value: _integer(name, value, 1, MAX_GENERATIONS),
     "truncate": _truncate,
 }

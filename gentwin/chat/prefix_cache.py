@@ -57,15 +57,24 @@ class PrefixCache:
             self._entries.move_to_end(best_key)
             return best_length, self._entries[best_key]
 
-    def add(self, snapshot) -> None:
-        """Keep SNAPSHOT (its `tokens` are its key), dropping the least recently used beyond the bounds."""
-        size = len(snapshot.tokens)
-        if size == 0 or size > self.max_tokens or not self.enabled:
+    def keep(self, generator) -> None:
+        """Keep a snapshot of GENERATOR (its tokens are its key), dropping the least recently used beyond the
+        bounds. The snapshot is taken only when it is to be kept: none when the cache is off, when the tokens
+        are too many, or when they are cached already (that entry becomes the most recent)."""
+        if not self.enabled:
             return
-        key = snapshot.tokens.astype(np.int32).tobytes()
+        tokens = generator.get_sequence(0)
+        size = len(tokens)
+        if size == 0 or size > self.max_tokens:
+            return
+        key = tokens.astype(np.int32).tobytes()
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
+                return
+        snapshot = generator.snapshot()  # outside the lock: copying a KV cache must not hold up other chats
+        with self._lock:
+            if key in self._entries:  # another chat kept the same tokens meanwhile
                 return
             self._entries[key] = snapshot
             self._tokens += size

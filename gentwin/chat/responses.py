@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
+API_VERSION = {"api_version": {"version": "1"}}  # the "meta" every Cohere response body carries
+
 
 def new_id() -> str:
     return str(uuid.uuid4())
@@ -62,7 +64,7 @@ class ChatResponse:
                         "finish_reason": generation.finish_reason}
                        for index, generation in enumerate(self.generations)]
         return {"id": self.id, "generations": generations,
-                "meta": {"api_version": {"version": "1"}, **self.usage.to_json()}}
+                "meta": {**API_VERSION, **self.usage.to_json()}}
 
 
 def message_start(response_id: str) -> dict:
