@@ -20,7 +20,7 @@ def process_logits(logits, sequences, options: dict, eos_token_ids, prompt_lengt
     """reference.penalties.process_logits on LOGITS [rows, vocab], host or device, in place."""
     if isinstance(logits, np.ndarray):
         penalties.process_logits(logits, sequences, options, eos_token_ids, prompt_length, logit_bias)
-    else:
+    elif not penalties.all_at_defaults(options, sequences.shape[1], logit_bias):  # else no columns need to travel
         process_touched_columns(logits, sequences, options, eos_token_ids, prompt_length, logit_bias)
 
 

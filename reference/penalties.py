@@ -44,6 +44,13 @@ def process_logits(logits, sequences, options: dict, eos_token_ids, prompt_lengt
     apply_logit_bias(logits, logit_bias or {})
 
 
+def all_at_defaults(options: dict, sequence_length: int, logit_bias=None) -> bool:
+    """Whether every processor would leave the logits alone (each one below then returns at once)."""
+    return (sequence_length >= options.get("min_length", 0) and F32(options.get("repetition_penalty", 1.0)) == 1
+            and options.get("no_repeat_ngram_size", 0) <= 0 and not logit_bias
+            and F32(options.get("presence_penalty", 0.0)) == 0 and F32(options.get("frequency_penalty", 0.0)) == 0)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The peer's processors
 
