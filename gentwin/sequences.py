@@ -58,6 +58,13 @@ class Sequences:
             self.tokens[:, self.length] = tokens
             self.length += 1
 
+    def append_to_beams(self, tokens: np.ndarray, row_order: np.ndarray) -> None:
+        """Beam search: row i takes the history of row ROW_ORDER[i], then TOKENS[i]. Beams never finish
+        here: the search keeps its own hypotheses."""
+        self.tokens[:] = self.tokens[row_order]                     # [R, max_length]
+        self.tokens[:, self.length] = tokens
+        self.length += 1
+
     @property
     def all_finished(self) -> bool:
         return bool(self.finished.all())

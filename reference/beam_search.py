@@ -116,9 +116,7 @@ class BeamSearch:
             self._choose_beams(batch, top_beams[batch], top_tokens[batch], top_scores, sequences)
         row_order = self.beam_rows.reshape(-1).copy()                           # [R]
         tokens = self.beam_tokens.reshape(-1).copy()                            # [R]
-        sequences.tokens[:] = sequences.tokens[row_order]  # each row takes the history of the beam it continues
-        sequences.tokens[:, sequences.length] = tokens
-        sequences.length += 1
+        sequences.append_to_beams(tokens, row_order)
         return tokens, row_order
 
     def _best_candidates(self, scores: np.ndarray):
