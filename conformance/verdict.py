@@ -34,7 +34,7 @@ from gentwin.conformance.margins import FixedDraw, margin
 from gentwin.conformance.model_facts import ModelFacts, logit_error
 from gentwin.conformance.scenarios import Event, Player, Scenario, feeds_pending_before_append
 from gentwin.reference import penalties, sampling
-from gentwin.search_options import SEARCH_DEFAULTS, coerce_option, sampling_method
+from gentwin.search_options import resolved, sampling_method
 
 IDENTICAL, TIE, DIVERGED = "identical", "tie", "diverged"
 
@@ -156,8 +156,7 @@ def oracle_margin(ours: Player, theirs: Player, facts: ModelFacts, impl_tokens: 
 
 def search_options(facts: ModelFacts, scenario: Scenario) -> dict:
     """The options the scenario's Generator runs with: gentwin's defaults, the folder's, then the scenario's."""
-    merged = {**SEARCH_DEFAULTS, **facts.search, **scenario.options, "batch_size": scenario.batch_size}
-    return {name: coerce_option(name, value) for name, value in merged.items()}
+    return resolved(facts.search, scenario.options, {"batch_size": scenario.batch_size})
 
 
 def processed_logits(logits: np.ndarray, oracle: Player, options: dict, facts: ModelFacts) -> np.ndarray:

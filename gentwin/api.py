@@ -114,8 +114,7 @@ class GeneratorParams:
 
     def __init__(self, model: Model):
         self.model = model
-        self.options = {name: search_options.coerce_option(name, value)
-                        for name, value in dict(search_options.SEARCH_DEFAULTS, **model.config.search).items()}
+        self.options = search_options.resolved(model.config.search)
         self.model_inputs: dict[str, np.ndarray] = {}
         self._deprecated_input_ids = None
 

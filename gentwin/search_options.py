@@ -30,6 +30,15 @@ class SearchOptionError(GentwinError, ValueError):
     """A search option is unknown, of the wrong type, or out of range."""
 
 
+def resolved(*layers: dict) -> dict:
+    """gentwin's defaults overlaid with each of LAYERS in turn (the folder's genai_config.json search, then what
+    the caller set), every option checked and coerced."""
+    merged = dict(SEARCH_DEFAULTS)
+    for layer in layers:
+        merged.update(layer)
+    return {name: coerce_option(name, value) for name, value in merged.items()}
+
+
 def coerce_option(name: str, value):
     """Check one option's name and type; return it as the Python type gentwin keeps it in."""
     if name not in SEARCH_DEFAULTS:
