@@ -17,6 +17,7 @@ from gentwin.adapters import AdapterError, read_adapter_file
 from gentwin.fixtures.adapters import random_lora_weights, write_adapter_file
 from gentwin.graph_inputs import ModelInputError
 from tests.conftest import ENGINE_IDS, ENGINES, load
+from tests.helpers import assert_same_run, loaded_adapters
 
 peer = pytest.importorskip("onnxruntime_genai")
 
@@ -27,7 +28,6 @@ BASE_MODELS = {"llama-lora-fp32": "llama-text-fp32", "qwen2-lora-int4": "qwen2-t
 # Which adapters a generator activates, in order. "layers0" and "layers1" hold disjoint halves of the
 # parameters; "A" and "B" hold all of them, with ranks 4 and 8.
 SCENARIOS = [(), ("A",), ("B",), ("A", "B"), ("B", "A"), ("layers0",), ("layers0", "layers1")]
-LOGITS_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +48,6 @@ def adapter_files(lora_models, tmp_path_factory) -> dict[str, dict[str, str]]:
 
 def _model(og, folder):
     return load(og.__name__, str(folder))
-
-
-def _loaded_adapters(og, model, files: dict[str, str]):
-    adapters = og.Adapters(model)
-    for name, path in files.items():
-        adapters.load(path, name)
-    return adapters
 
 
 class Stream:
@@ -82,23 +75,18 @@ class Stream:
         return [int(t) for t in self.generator.get_sequence(0)[len(PROMPT):]], np.concatenate(self.logits)
 
 
-def _assert_same_run(ours, theirs):
-    assert ours[0] == theirs[0]
-    np.testing.assert_allclose(ours[1], theirs[1], atol=LOGITS_TOLERANCE, rtol=0)
-
-
 @pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
 @pytest.mark.parametrize("active", SCENARIOS, ids=lambda active: "+".join(active) or "none")
 @pytest.mark.parametrize("model_name", LORA_MODELS)
 def test_adapters_give_the_peers_streams_and_logits(engine, model_name, active, lora_models, adapter_files):
     folder, files = lora_models[model_name], adapter_files[model_name]
     ours, theirs = (_run_alone(og, folder, files, active) for og in (engine, peer))
-    _assert_same_run(ours, theirs)
+    assert_same_run(ours, theirs)
 
 
 def _run_alone(og, folder, files: dict[str, str], active):
     model = _model(og, folder)
-    return Stream(og, model, _loaded_adapters(og, model, files), active).finish()
+    return Stream(og, model, loaded_adapters(og, model, files), active).finish()
 
 
 @pytest.mark.parametrize("model_name", LORA_MODELS)
@@ -107,7 +95,7 @@ def test_without_an_adapter_a_lora_model_is_its_base_and_an_adapter_changes_it(m
     lora_model = _model(peer, lora_models[model_name])
     base = Stream(peer, _model(peer, text_models[BASE_MODELS[model_name]])).finish()[0]
     assert Stream(peer, lora_model).finish()[0] == base
-    adapters = _loaded_adapters(peer, lora_model, adapter_files[model_name])
+    adapters = loaded_adapters(peer, lora_model, adapter_files[model_name])
     streams = {name: Stream(peer, lora_model, adapters, [name]).finish()[0] for name in ("A", "B", "layers0")}
     assert len({tuple(stream) for stream in [base, *streams.values()]}) == 4, streams
 
@@ -117,18 +105,18 @@ def test_generators_sharing_a_container_never_leak_adapters(engine, lora_models,
     """Four generators of one model and one container, stepped in turn, each equal to the peer's run alone."""
     folder, files = lora_models["llama-lora-fp32"], adapter_files["llama-lora-fp32"]
     model = _model(engine, folder)
-    adapters = _loaded_adapters(engine, model, files)
+    adapters = loaded_adapters(engine, model, files)
     plans = [("A",), (), ("B",), ("B", "A")]
     streams = [Stream(engine, model, adapters, active) for active in plans]
     while any([stream.step() for stream in streams]):
         pass
     peer_model = _model(peer, folder)
-    peer_adapters = _loaded_adapters(peer, peer_model, files)
+    peer_adapters = loaded_adapters(peer, peer_model, files)
     for stream, active in zip(streams, plans):
-        _assert_same_run(stream.finish(), Stream(peer, peer_model, peer_adapters, active).finish())
+        assert_same_run(stream.finish(), Stream(peer, peer_model, peer_adapters, active).finish())
     del streams, stream
     # Once every generator is gone, a new one runs the base model again.
-    _assert_same_run(Stream(engine, model).finish(), Stream(peer, peer_model).finish())
+    assert_same_run(Stream(engine, model).finish(), Stream(peer, peer_model).finish())
 
 
 @pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
@@ -137,13 +125,13 @@ def test_an_adapter_activated_mid_generation_applies_from_the_next_run(engine, l
     runs = []
     for og in (engine, peer):
         model = _model(og, folder)
-        adapters = _loaded_adapters(og, model, files)
+        adapters = loaded_adapters(og, model, files)
         stream = Stream(og, model, adapters)
         for _ in range(3):
             stream.step()
         stream.generator.set_active_adapter(adapters, "B")
         runs.append(stream.finish())
-    _assert_same_run(*runs)
+    assert_same_run(*runs)
     base = Stream(peer, _model(peer, folder)).finish()[0]
     assert runs[0][0][:3] == base[:3] and runs[0][0] != base
 
@@ -179,7 +167,7 @@ def test_an_adapter_is_in_use_while_any_generator_that_activated_it_lives(lora_m
     import gentwin.reference as og
 
     model = _model(og, lora_models["llama-lora-fp32"])
-    adapters = _loaded_adapters(og, model, adapter_files["llama-lora-fp32"])
+    adapters = loaded_adapters(og, model, adapter_files["llama-lora-fp32"])
     first, second = (og.Generator(model, og.GeneratorParams(model)) for _ in range(2))
     first.set_active_adapter(adapters, "A")
     second.set_active_adapter(adapters, "A")
@@ -223,7 +211,7 @@ def test_an_adapter_that_does_not_fit_the_model_is_refused_at_load(engine, fault
     path = write_adapter_file(str(tmp_path / "bad.onnx_adapter"), weights)
 
     peer_model = _model(peer, folder)
-    peer_adapters = _loaded_adapters(peer, peer_model, {"bad": path})
+    peer_adapters = loaded_adapters(peer, peer_model, {"bad": path})
     with pytest.raises(RuntimeError):
         Stream(peer, peer_model, peer_adapters, ["bad"])
     adapters = engine.Adapters(_model(engine, folder))

@@ -22,6 +22,7 @@ import gentwin.reference as ref
 from gentwin.reference import cpp_arithmetic
 from gentwin.reference.beam_search import BeamHypotheses
 from tests.conftest import ENGINE_IDS, ENGINES, MODEL_DIRS, MODEL_IDS, load, shared_model
+from tests.helpers import new_generator
 from tests.test_sampling import LOGIT_KINDS, build_stub_model, make_logits, peer_penalties
 
 og = pytest.importorskip("onnxruntime_genai", reason="the peer, onnxruntime-genai 0.18.0, is not installed")
@@ -50,15 +51,6 @@ def stub_folder(tmp_path_factory):
         return built[name]
 
     return folder_for
-
-
-def new_generator(module, folder, prompt, options):
-    model = load(module.__name__, str(folder))
-    params = module.GeneratorParams(model)
-    params.set_search_options(batch_size=len(prompt), **options)
-    generator = module.Generator(model, params)
-    generator.append_tokens(np.array(prompt, dtype=np.int32))
-    return generator
 
 
 def returned_sequences(generator, prompt, options) -> list:
@@ -99,7 +91,7 @@ def play_logits(module, folder, prompt, options, steps, ask_midway=False) -> lis
     """Each step's is_done and chosen tokens, given its logits, going on past done (a done entry is padded)
     while max_length allows; then the returned sequences. With ask_midway they are asked for before and after
     every step too, which finalizes the peer's search there and then."""
-    generator = new_generator(module, folder, prompt, options)
+    generator = new_generator(module, folder, prompt, **options)
     record = [returned_sequences(generator, prompt, options)] if ask_midway else []
     for index, logits in enumerate(steps):
         if generator.token_count() == options["max_length"]:
@@ -265,7 +257,7 @@ def test_beams_match_the_peer_on_real_models(engine, path, name):
     config = load("gentwin.reference", str(path)).config
     rows, options, eos_plan = REPLAYS[name]
     prompt = [[config.pad_token_id if token is None else token for token in row] for row in rows]
-    peer, ours = (new_generator(module, path, prompt, options) for module in (og, engine))
+    peer, ours = (new_generator(module, path, prompt, **options) for module in (og, engine))
     # int4 folders quantize activations to int8 per block: one rounding flip moves a row's logits by ~0.1 (seen
     # in llama-int4, batch2-padded, step 7, with the KV rows right), so only fp32 logits are held to rounding
     compare_logits = "int4" not in str(path)
@@ -298,7 +290,7 @@ def test_plain_beam_search_matches_the_peer(engine, path, early_stopping):
                "repetition_penalty": 0.2, "early_stopping": early_stopping}
     streams = []
     for module in (og, engine):
-        generator = new_generator(module, path, prompt, options)
+        generator = new_generator(module, path, prompt, **options)
         tokens = []
         while not generator.is_done():
             generator.generate_next_token()
@@ -312,7 +304,7 @@ def test_eos_is_reached_by_plain_beam_search():
     path = shared_model("tiny-random-gpt2-fp32")
     prompt = [[5, 98, 9, 12], [7, 8, 98, 30]]
     options = {"num_beams": 3, "num_return_sequences": 3, "max_length": 20, "min_length": 8, "repetition_penalty": 0.2}
-    generator = new_generator(ref, path, prompt, options)
+    generator = new_generator(ref, path, prompt, **options)
     while not generator.is_done():
         generator.generate_next_token()
     lengths = [len(sequence) for sequence in returned_sequences(generator, prompt, options)]
@@ -338,7 +330,7 @@ def test_beam_options_refused_when_the_generator_is_made(module, options, messag
 
 @pytest.mark.parametrize("module", [og, ref], ids=["peer", "gentwin"])
 def test_rewind_is_refused_with_beams(module):
-    generator = new_generator(module, shared_model("tiny-llama-fp32"), [[5, 6, 7]], {"num_beams": 2, "max_length": 10})
+    generator = new_generator(module, shared_model("tiny-llama-fp32"), [[5, 6, 7]], num_beams=2, max_length=10)
     generator.generate_next_token()
     with pytest.raises(RuntimeError, match="beam search"):
         generator.rewind_to(2)
@@ -350,7 +342,7 @@ def test_sampling_with_top_k_1_is_beam_search():
     path = shared_model("tiny-llama-fp32")
     results = []
     for module in (og, ref):
-        generator = new_generator(module, path, [[5, 6, 7]], options)
+        generator = new_generator(module, path, [[5, 6, 7]], **options)
         while not generator.is_done():
             generator.generate_next_token()
         results.append(returned_sequences(generator, [[5, 6, 7]], options))

@@ -4,8 +4,6 @@ Each test builds a one-node ONNX model, runs it in onnxruntime and in onnx's Ref
 CONTRIB_OPS, and compares every output. The last tests run whole decoder models from ../shared/models.
 """
 
-from pathlib import Path
-
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -14,8 +12,8 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from gentwin.reference.ops import CONTRIB_OPS
+from tests.conftest import shared_model
 
-MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models"
 # float32 kernels that differ only in summation order agree to a few ulps
 RTOL, ATOL = 1e-5, 1e-5
 FLOAT32_MIN = -3.4028234663852886e38  # the mask_filter_value GPT-2 exports use
@@ -556,13 +554,14 @@ MODEL_CASES = {
 }
 
 
-@pytest.mark.skipif(not MODELS.is_dir(), reason=f"no model folder at {MODELS}")
 @pytest.mark.parametrize("case", list(MODEL_CASES))
 def test_decoder_model_matches_onnxruntime(case):
     """A 5-token prompt on an empty past, then one decode step that feeds the presents back."""
     path, first_feeds, next_feeds, batch, past_length = MODEL_CASES[case]
-    model = onnx.load(MODELS / path)
-    session = ort.InferenceSession(str(MODELS / path), providers=["CPUExecutionProvider"])
+    folder, file = path.split("/")
+    path = shared_model(folder) / file  # skips when ../shared/models is absent
+    model = onnx.load(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     reference = ReferenceEvaluator(model, new_ops=CONTRIB_OPS)
     feeds = first_feeds(batch, past_length)
     for _ in range(2):

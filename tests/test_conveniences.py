@@ -5,6 +5,7 @@ it, else against values derived independently (genai_config.json, onnxruntime's 
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -132,7 +133,20 @@ def test_the_reference_ignores_providers():
 
 # -- module functions ---------------------------------------------------------------------------------
 
-DEVICE_CHECKS = list(devices.DeviceChecks._fields)
+# onnxruntime's documented execution-provider names, one for each of the peer's device checks.
+PROVIDER_OF_CHECK = {
+    "is_cuda_available": "CUDAExecutionProvider",
+    "is_dml_available": "DmlExecutionProvider",
+    "is_openvino_available": "OpenVINOExecutionProvider",
+    "is_qnn_available": "QNNExecutionProvider",
+    "is_webgpu_available": "WebGpuExecutionProvider",
+}
+DEVICE_CHECKS = list(PROVIDER_OF_CHECK)
+
+
+def test_the_device_checks_are_the_peers():
+    assert sorted(DEVICE_CHECKS) == sorted(name for name in dir(peer) if re.fullmatch(r"is_\w+_available", name))
+    assert sorted(devices.DeviceChecks._fields) == sorted(DEVICE_CHECKS)
 
 
 @pytest.mark.parametrize("name", DEVICE_CHECKS)
@@ -141,10 +155,20 @@ def test_the_reference_can_use_no_device(name):
     assert check() is False and check.__name__ == name
 
 
+@pytest.mark.parametrize("name, provider", PROVIDER_OF_CHECK.items())
+def test_a_device_check_answers_for_its_own_provider_only(name, provider):
+    checks = devices.device_checks([provider])
+    for other in DEVICE_CHECKS:
+        assert getattr(checks, other)() is (other == name), f"device_checks([{provider!r}]).{other}()"
+        assert getattr(checks, other).__name__ == other
+    assert not any(getattr(devices.device_checks(["CPUExecutionProvider"]), other)() for other in DEVICE_CHECKS)
+
+
 def test_device_checks_answer_from_the_providers_an_engine_can_use():
-    checks = devices.device_checks(onnxruntime.get_available_providers())
-    for name, provider in zip(DEVICE_CHECKS, devices.DEVICE_PROVIDERS.values()):
-        assert getattr(checks, name)() == (provider in onnxruntime.get_available_providers())
+    available = onnxruntime.get_available_providers()
+    checks = devices.device_checks(available)
+    for name, provider in PROVIDER_OF_CHECK.items():
+        assert getattr(checks, name)() == (provider in available)
     assert devices.device_checks(["CUDAExecutionProvider"]).is_cuda_available()
 
 

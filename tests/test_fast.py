@@ -19,19 +19,11 @@ from gentwin.config import ConfigError
 from gentwin.fast import decoder
 from gentwin.errors import GentwinError
 from tests.conftest import FIXTURE_MODELS, load
+from tests.helpers import env_with_stub_packages, new_generator
 
 LLAMA = FIXTURE_MODELS / "llama-fp32"        # GQA, shared buffer
 MISTRAL_MHA = FIXTURE_MODELS / "mistral-mha-fp32"  # separate growing past
 GPT2 = FIXTURE_MODELS / "gpt2-fp32"          # combined growing past
-
-
-def new_generator(module, path, prompt, **options):
-    model = load(module.__name__, str(path))
-    params = module.GeneratorParams(model)
-    params.set_search_options(**{"max_length": 32, "batch_size": len(prompt), **options})
-    generator = module.Generator(model, params)
-    generator.append_tokens(np.array(prompt, dtype=np.int32))
-    return generator
 
 
 def cache_addresses(generator) -> set:
@@ -43,7 +35,7 @@ def cache_addresses(generator) -> set:
 @pytest.mark.parametrize("options", [{}, {"num_beams": 3}], ids=["greedy", "beams"])
 def test_the_kv_cache_is_allocated_once(path, options):
     """Growing, rewinding and reordering the cache reuse the buffers made with the generator."""
-    generator = new_generator(fast, path, [[5, 17, 42]], **options)
+    generator = new_generator(fast, path, [[5, 17, 42]], max_length=32, **options)
     generator.generate_next_token()
     allocated = cache_addresses(generator)
     for _ in range(8):
@@ -57,7 +49,7 @@ def test_the_kv_cache_is_allocated_once(path, options):
 
 
 def test_a_shared_buffer_is_bound_once():
-    generator = new_generator(fast, LLAMA, [[5, 17, 42]])
+    generator = new_generator(fast, LLAMA, [[5, 17, 42]], max_length=32)
     bound = generator.state.kv_cache.bound_to
     for _ in range(5):
         generator.generate_next_token()
@@ -68,7 +60,7 @@ def test_a_shared_buffer_is_bound_once():
 def test_get_output_matches_the_peer(path):
     """Logits of every position of the last run and the presents, as the peer returns them."""
     prompt = [[5, 17, 42, 9]]
-    peer, ours = new_generator(og, path, prompt), new_generator(fast, path, prompt)
+    peer, ours = new_generator(og, path, prompt, max_length=32), new_generator(fast, path, prompt, max_length=32)
     present = load("gentwin.fast", str(path)).config.decoder.present_names(0)[0]
     for step in range(3):
         for name in ("logits", present):
@@ -134,12 +126,17 @@ def test_the_cuda_session_runs_on_the_current_gpu_unless_the_config_names_one(mo
     assert decoder.execution_providers(config)[0] == ("CUDAExecutionProvider", {"device_id": "0"})
 
 
-def test_a_cpu_run_never_imports_cupy():
+def test_a_cpu_run_never_imports_cupy(tmp_path):
+    # A stand-in cupy is importable, so even a guarded `try: import cupy` would show in sys.modules.
+    env = env_with_stub_packages(tmp_path / "stubs", "cupy")
+    stub = str(tmp_path / "stubs" / "cupy" / "__init__.py")
     script = ("import sys, numpy as np, gentwin.fast as og\n"
               f"m = og.Model({str(LLAMA)!r}); p = og.GeneratorParams(m); p.set_search_options(max_length=8)\n"
               "g = og.Generator(m, p); g.append_tokens(np.array([[5, 6]])); g.generate_next_token()\n"
-              "print('cupy' in sys.modules)")
-    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout == "False\n"
+              "print('cupy' in sys.modules)\n"
+              f"import cupy; print(cupy.__file__ == {stub!r})")  # the stand-in is the cupy it would get
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env)
+    assert run.stdout == "False\nTrue\n"
 
 
 def test_corrupt_model_file_names_the_file(tmp_path):

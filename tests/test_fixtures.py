@@ -14,6 +14,7 @@ import pytest
 from gentwin.fixtures.build import MODELS_DIR
 from gentwin.fixtures.layouts import FIXTURES
 from gentwin.fixtures.quantize import quantize_4bit
+from tests.helpers import env_with_stub_packages
 
 og = pytest.importorskip("onnxruntime_genai")
 
@@ -113,16 +114,22 @@ def test_the_peer_renders_the_chat_template_as_jinja2_does(peer_model):
 
 
 def test_rebuilding_gives_the_same_bytes_and_never_imports_torch(tmp_path):
+    env = env_with_stub_packages(tmp_path / "stubs", "torch")
+    stub = str(tmp_path / "stubs" / "torch" / "__init__.py")
+    out = tmp_path / "models"
     script = (
         "import sys\n"
         "from gentwin.fixtures.build import build\n"
-        f"build({str(tmp_path)!r})\n"
+        f"build({str(out)!r})\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert [m for m in sys.modules if m.startswith('gentwin.fixtures.')], 'nothing was imported'\n"
+        "import torch\n"
+        f"assert torch.__file__ == {stub!r}, 'the stand-in torch is not the one an import gets'\n"
     )
-    subprocess.run([sys.executable, "-c", script], check=True)
+    # A stand-in torch is importable, so even a guarded `try: import torch` would show in sys.modules.
+    subprocess.run([sys.executable, "-c", script], check=True, env=env)
     for name in NAMES:
-        committed, rebuilt = os.path.join(MODELS_DIR, name), os.path.join(tmp_path, name)
+        committed, rebuilt = os.path.join(MODELS_DIR, name), os.path.join(out, name)
         assert sorted(os.listdir(rebuilt)) == sorted(os.listdir(committed)), name
         _, mismatch, errors = filecmp.cmpfiles(committed, rebuilt, os.listdir(committed), shallow=False)
         assert not mismatch and not errors, (name, mismatch, errors)

@@ -41,13 +41,23 @@ def _greedy(module, path, prompt, max_length=10):
 def test_the_peers_own_expectations_for_tiny_random_gpt2(engine):
     """onnxruntime-genai's test suite expects these for its own test model."""
     path = shared_model("tiny-random-gpt2-fp32")
+    expected = [[0, 0, 0, 52, 204, 204, 204, 204, 204, 204], [0, 0, 195, 731, 731, 114, 114, 114, 114, 114]]
     _, sequences = _greedy(engine, path, [[0, 0, 0, 52], [0, 0, 195, 731]])
-    assert sequences == [[0, 0, 0, 52, 204, 204, 204, 204, 204, 204], [0, 0, 195, 731, 731, 114, 114, 114, 114, 114]]
+    assert sequences == expected
     _, (single,) = _greedy(engine, path, [[0, 0, 195, 731]])
-    model = load(engine.__name__, str(path))
-    params = engine.GeneratorParams(model)
+    assert single == expected[1]
+    # A rewind and re-append (rewind_to then append_tokens: the same on the peer, README "Differences" 2),
+    # checked against the peer making the same calls, live.
+    peer_sequence = _rewind_and_reappend(og, path)
+    assert peer_sequence == expected[1]
+    assert _rewind_and_reappend(engine, path) == peer_sequence
+
+
+def _rewind_and_reappend(module, path) -> list[int]:
+    model = load(module.__name__, str(path))
+    params = module.GeneratorParams(model)
     params.set_search_options(max_length=10)
-    generator = engine.Generator(model, params)
+    generator = module.Generator(model, params)
     generator.append_tokens([[0, 0, 195, 731]])
     generator.generate_next_token()
     generator.generate_next_token()
@@ -55,7 +65,7 @@ def test_the_peers_own_expectations_for_tiny_random_gpt2(engine):
     generator.append_tokens([[731, 731]])
     while not generator.is_done():
         generator.generate_next_token()
-    assert list(generator.get_sequence(0)) == single
+    return [int(token) for token in generator.get_sequence(0)]
 
 
 @by_engine

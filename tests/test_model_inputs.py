@@ -21,12 +21,12 @@ from gentwin.fixtures.adapters import random_lora_weights, write_adapter_file
 from gentwin.graph_inputs import ModelInputError
 from gentwin.tensors import SUPPORTED_DTYPES, TensorNotFoundError
 from tests.conftest import ENGINE_IDS, ENGINES, FIXTURE_MODELS, load
+from tests.helpers import assert_same_run, loaded_adapters
 
 peer = pytest.importorskip("onnxruntime_genai")
 
 PROMPT = np.array([5, 17, 42, 99, 300, 7, 64], dtype=np.int32)
 STEPS = 8
-LOGITS_TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +73,7 @@ def _set_all(generator, weights: dict) -> None:
 
 
 def _adapters(og, folder, adapter_files: dict):
-    adapters = og.Adapters(load(og.__name__, str(folder)))
-    for name, path in adapter_files.items():
-        adapters.load(path, name)
-    return adapters
+    return loaded_adapters(og, load(og.__name__, str(folder)), adapter_files)
 
 
 def _at_step(step: int, action):
@@ -98,11 +95,6 @@ def _finish(generator, on_step=None):
     return [int(t) for t in generator.get_sequence(0)[len(PROMPT):]], np.concatenate(logits)
 
 
-def _assert_same_run(ours, theirs):
-    assert ours[0] == theirs[0]
-    np.testing.assert_allclose(ours[1], theirs[1], atol=LOGITS_TOLERANCE, rtol=0)
-
-
 # -- set_model_input ----------------------------------------------------------------------------------
 
 
@@ -114,10 +106,10 @@ def test_inputs_without_defaults_set_by_set_model_input_match_the_peer(engine, r
         generator = _generator(og, required_lora_model)
         _set_all(generator, weights["A"])
         runs.append(_finish(generator))
-    _assert_same_run(*runs)
+    assert_same_run(*runs)
     via_adapter = _generator(peer, lora_model)
     via_adapter.set_active_adapter(_adapters(peer, lora_model, adapter_files), "A")
-    _assert_same_run(runs[0], _finish(via_adapter))
+    assert_same_run(runs[0], _finish(via_adapter))
 
 
 @pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
@@ -145,7 +137,7 @@ def test_an_adapter_wins_over_set_model_input_as_in_the_peer(engine, order, requ
         if order == "input_first":
             generator.set_active_adapter(adapters, "B")
         runs.append(_finish(generator))
-    _assert_same_run(*runs)
+    assert_same_run(*runs)
 
 
 def test_the_peer_ignores_set_model_input_for_inputs_with_defaults_and_after_the_first_append(
@@ -176,7 +168,7 @@ def test_gentwin_feeds_inputs_with_defaults_and_changes_after_the_first_append(e
     expected, adapters = _generator(peer, lora_model), _adapters(peer, lora_model, adapter_files)
     expected.set_active_adapter(adapters, "A")
     theirs = _finish(expected, on_step=_at_step(3, lambda: expected.set_active_adapter(adapters, "B")))
-    _assert_same_run(ours, theirs)
+    assert_same_run(ours, theirs)
     only_a = _generator(engine, lora_model)
     _set_all(only_a, weights["A"])
     a_stream = _finish(only_a)[0]
@@ -195,7 +187,7 @@ def test_generator_params_set_model_input_feeds_every_generator_made_from_them(e
     _set_all(direct, weights["A"])
     expected = _finish(direct)
     for run in from_params:
-        _assert_same_run(run, expected)
+        assert_same_run(run, expected)
     assert expected[0] != _finish(_generator(engine, lora_model))[0]
 
 

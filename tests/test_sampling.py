@@ -318,15 +318,16 @@ def test_knife_edge_draws_match_the_peer(seed, temperature, method):
     for x in [np.nextafter(lo, np.float32(-np.inf)), lo, hi, np.nextafter(hi, np.float32(np.inf))]:
         generator = peer_generator(options, [PROMPT])
         peer = peer_step(generator, two_token_logits(x), first=True)
-        ours = sampling.choose_next_tokens(two_token_logits(x), options, sampling.make_rng(seed))
-        assert ours.tolist() == peer.tolist(), f"token 0's logit {x!r}"
+        for sampler in SAMPLERS:
+            ours = sampler.choose_next_tokens(two_token_logits(x), options, sampling.make_rng(seed))
+            assert ours.tolist() == peer.tolist(), f"{sampler.__name__}: token 0's logit {x!r}"
 
 
 def test_each_sampled_token_draws_twice_and_the_stream_runs_on():
     """One engine per Generator; a token from a distribution of two or more draws two 32-bit words, a token
     from a single-token nucleus draws none. Alternating the two only agrees with the peer if both hold."""
     options = {"do_sample": True, "top_k": 50, "top_p": 0.5, "temperature": 1.0, "random_seed": 42}
-    counted = CountingRng(sampling.make_rng(42))
+    counted = {sampler: CountingRng(sampling.make_rng(42)) for sampler in SAMPLERS}
     generator = peer_generator(options, [PROMPT])
     draws_expected = 0
     for index in range(12):
@@ -335,8 +336,9 @@ def test_each_sampled_token_draws_twice_and_the_stream_runs_on():
         peer = peer_step(generator, logits, first=index == 0)
         kept, _ = sampling.top_k_distribution(logits[0], 50, np.float32(1.0), np.float32(0.5))
         draws_expected += 2 if len(kept) > 1 else 0
-        assert sampling.choose_next_tokens(logits, options, counted).tolist() == peer.tolist()
-        assert counted.draws == draws_expected
+        for sampler, rng in counted.items():
+            assert sampler.choose_next_tokens(logits, options, rng).tolist() == peer.tolist(), sampler.__name__
+            assert rng.draws == draws_expected, sampler.__name__
     assert 0 < draws_expected < 24
 
 
@@ -348,10 +350,11 @@ def test_a_nucleus_complete_on_a_rounds_last_token_grows_by_one():
     logits = np.full((1, VOCAB), -0.01, np.float32)  # [1, VOCAB]
     logits[0, 100:116] = 0
     generator = peer_generator(options, [PROMPT])
-    rng = sampling.make_rng(4)
     peer = [peer_step(generator, logits, first=step == 0)[0] for step in range(40)]
-    ours = [sampling.choose_next_tokens(logits, options, rng)[0] for _ in range(40)]
-    assert ours == peer
+    for sampler in SAMPLERS:
+        rng = sampling.make_rng(4)
+        ours = [sampler.choose_next_tokens(logits, options, rng)[0] for _ in range(40)]
+        assert ours == peer, sampler.__name__
     assert 54 in peer
 
 

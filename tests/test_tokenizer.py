@@ -26,12 +26,10 @@ from gentwin.chat_template import ChatTemplateError
 from gentwin.config import load_config
 from gentwin.errors import GentwinError
 from gentwin.tokenizer import Tokenizer
+from tests.conftest import FIXTURE_MODELS, SHARED_MODELS, shared_model
 
 og = pytest.importorskip("onnxruntime_genai")
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_MODELS = REPO.parent / "shared" / "models"
-FIXTURE_MODELS = REPO / "fixtures" / "models"
 SHARED_NAMES = ["tiny-llama-fp32", "tiny-random-gpt2-fp32"]
 SENTENCEPIECE = "built/sentencepiece-bpe"
 SPM_SPACE = "\u2581"
@@ -121,8 +119,8 @@ def sentencepiece_folder(tmp_path_factory) -> str:
 def folder(request) -> str:
     if request.param == SENTENCEPIECE:
         return request.getfixturevalue("sentencepiece_folder")
-    if not os.path.isdir(request.param):
-        pytest.skip(f"{request.param} is absent (../shared/models is not beside this checkout)")
+    if Path(request.param).parent == SHARED_MODELS:
+        return str(shared_model(Path(request.param).name))  # skips when ../shared/models is absent
     return request.param
 
 
