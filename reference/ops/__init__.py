@@ -4,7 +4,9 @@ Pass `CONTRIB_OPS` as `new_ops` to `onnx.reference.ReferenceEvaluator`.
 """
 
 from .attention import Attention
+from .causal_conv_with_state import CausalConvWithState
 from .embed_layer_normalization import EmbedLayerNormalization
+from .gather_block_quantized import GatherBlockQuantized
 from .gelu import FastGelu, QuickGelu
 from .group_query_attention import GroupQueryAttention
 from .layer_norms import SimplifiedLayerNormalization, SkipLayerNormalization, SkipSimplifiedLayerNormalization
@@ -14,8 +16,10 @@ from .rotary_embedding import RotaryEmbedding
 
 CONTRIB_OPS = [
     Attention,
+    CausalConvWithState,
     EmbedLayerNormalization,
     FastGelu,
+    GatherBlockQuantized,
     GroupQueryAttention,
     MatMulNBits,
     MultiHeadAttention,
