@@ -30,6 +30,14 @@ DEFAULT_OUTPUT_NAMES = {
     "present_names": None,
 }
 
+# The decoder-only text models onnxruntime-genai runs (its src/models/model_type.h, ModelType::IsLLM); its
+# vision, audio and pipeline types need more than one graph, which gentwin does not run.
+PEER_TEXT_MODEL_TYPES = (
+    "chatglm", "decoder", "ernie4_5", "gemma", "gemma2", "gemma3_text", "gemma4_text", "gpt2", "gptoss", "granite",
+    "granitemoehybrid", "hunyuandensev1", "internlm2", "lfm2", "llama", "mistral", "nemotron", "olmo", "phi",
+    "phimoe", "phi3", "phi3small", "qwen2", "qwen3", "qwen3_5_moe_text", "qwen3_5_text", "smollm3",
+)
+
 # The `search` section: every option `set_search_options` accepts, with onnxruntime-genai's defaults.
 PEER_SEARCH_DEFAULTS = {
     "do_sample": False,
@@ -77,17 +85,20 @@ class DecoderConfig:
         """gpt2 layout: one past tensor per layer holding keys and values, [2, B, H, S, D]."""
         return bool(self.input_names.get("past_names"))
 
+    @property
+    def past_fields(self) -> list[str]:
+        """The `inputs` fields whose templates name a layer's past: one combined past, or a key and a value."""
+        return ["past_names"] if self.combined_past else ["past_key_names", "past_value_names"]
+
+    @property
+    def present_fields(self) -> list[str]:
+        return ["present_names"] if self.combined_past else ["present_key_names", "present_value_names"]
+
     def past_names(self, layer: int) -> list[str]:
-        names = self.input_names
-        if self.combined_past:
-            return [names["past_names"] % layer]
-        return [names["past_key_names"] % layer, names["past_value_names"] % layer]
+        return [self.input_names[field] % layer for field in self.past_fields]
 
     def present_names(self, layer: int) -> list[str]:
-        names = self.output_names
-        if self.combined_past:
-            return [names["present_names"] % layer]
-        return [names["present_key_names"] % layer, names["present_value_names"] % layer]
+        return [self.output_names[field] % layer for field in self.present_fields]
 
     def cache_names(self) -> tuple[list[str], list[str]]:
         """Every layer's past input names and present output names, layer by layer."""
@@ -126,11 +137,43 @@ def _as_int(value, where: str) -> int:
     return value
 
 
-def _eos_ids(value) -> list[int]:
+def _at_least(minimum: int, value, where: str) -> int:
+    if _as_int(value, where) < minimum:
+        raise ConfigError(f"genai_config.json: '{where}' must be at least {minimum}, got {value}")
+    return value
+
+
+def _token_id(value, where: str, vocab_size: int) -> int:
+    """VALUE as a token id of a vocabulary of VOCAB_SIZE: the peer's sampler and embedding take no other."""
+    if not 0 <= _as_int(value, where) < vocab_size:
+        raise ConfigError(f"genai_config.json: '{where}' {value} is not a token id: "
+                          f"'model.vocab_size' is {vocab_size}, so ids are in [0, {vocab_size})")
+    return value
+
+
+def _eos_ids(value, vocab_size: int) -> list[int]:
     ids = value if isinstance(value, list) else [value]
     if not ids:
         raise ConfigError("genai_config.json: 'model.eos_token_id' is an empty list")
-    return [_as_int(i, "model.eos_token_id") for i in ids]
+    return [_token_id(i, "model.eos_token_id", vocab_size) for i in ids]
+
+
+def _model_type(value) -> str:
+    if value not in PEER_TEXT_MODEL_TYPES:
+        raise ConfigError(f"genai_config.json: 'model.type' {value!r} is not a decoder-only text model type of "
+                          f"onnxruntime-genai; those are {', '.join(PEER_TEXT_MODEL_TYPES)}")
+    return value
+
+
+def _check_layer_template(template, where: str) -> None:
+    """A name template of a per-layer tensor, e.g. "past_key_values.%d.key", formats a layer number."""
+    try:
+        if isinstance(template, str) and template % 0 != template % 1:
+            return
+    except (TypeError, ValueError):
+        pass
+    raise ConfigError(f"genai_config.json: '{where}' must be a name template with one %d for the layer number, "
+                      f"got {template!r}")
 
 
 def _parse_decoder(decoder: dict) -> DecoderConfig:
@@ -139,11 +182,16 @@ def _parse_decoder(decoder: dict) -> DecoderConfig:
     names_out = dict(DEFAULT_OUTPUT_NAMES, **decoder.get("outputs", {}))
     if names_in.get("past_names") and not names_out.get("present_names"):
         raise ConfigError("genai_config.json: 'model.decoder.inputs.past_names' needs 'outputs.present_names'")
+    for section, names in (("inputs", names_in), ("outputs", names_out)):
+        for key, template in names.items():
+            if key.endswith("_names") and template is not None:
+                _check_layer_template(template, f"model.decoder.{section}.{key}")
     return DecoderConfig(
         filename=_require(decoder, "filename", where),
-        num_hidden_layers=_as_int(_require(decoder, "num_hidden_layers", where), where + ".num_hidden_layers"),
-        num_key_value_heads=_as_int(_require(decoder, "num_key_value_heads", where), where + ".num_key_value_heads"),
-        head_size=_as_int(_require(decoder, "head_size", where), where + ".head_size"),
+        num_hidden_layers=_at_least(0, _require(decoder, "num_hidden_layers", where), where + ".num_hidden_layers"),
+        num_key_value_heads=_at_least(1, _require(decoder, "num_key_value_heads", where),
+                                      where + ".num_key_value_heads"),
+        head_size=_at_least(1, _require(decoder, "head_size", where), where + ".head_size"),
         input_names=names_in,
         output_names=names_out,
         session_options=decoder.get("session_options", {}),
@@ -178,15 +226,16 @@ def load_config(folder: str) -> GenaiConfig:
         raise ConfigError(f"{path}: missing the 'model' section")
     model = raw["model"]
     decoder = _parse_decoder(_require(model, "decoder", "model"))
-    context_length = _as_int(_require(model, "context_length", "model"), "model.context_length")
+    context_length = _at_least(1, _require(model, "context_length", "model"), "model.context_length")
+    vocab_size = _at_least(1, _require(model, "vocab_size", "model"), "model.vocab_size")
     config = GenaiConfig(
         folder=folder,
-        model_type=_require(model, "type", "model"),
-        vocab_size=_as_int(_require(model, "vocab_size", "model"), "model.vocab_size"),
+        model_type=_model_type(_require(model, "type", "model")),
+        vocab_size=vocab_size,
         context_length=context_length,
-        bos_token_id=_as_int(model.get("bos_token_id", 0), "model.bos_token_id"),
-        eos_token_ids=_eos_ids(_require(model, "eos_token_id", "model")),
-        pad_token_id=_as_int(model.get("pad_token_id", 0), "model.pad_token_id"),
+        bos_token_id=_token_id(model.get("bos_token_id", 0), "model.bos_token_id", vocab_size),
+        eos_token_ids=_eos_ids(_require(model, "eos_token_id", "model"), vocab_size),
+        pad_token_id=_token_id(model.get("pad_token_id", 0), "model.pad_token_id", vocab_size),
         decoder=decoder,
         search=_parse_search(raw.get("search", {}), context_length),
         raw=raw,
