@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 
-from gentwin import devices, position_inputs
+from gentwin import devices, model_check, position_inputs
 from gentwin.config import ConfigError
 from gentwin.decoder_state import CachedState
 from gentwin.errors import GentwinError
@@ -102,6 +102,8 @@ class Graph:
 
 
 def load_graph(config, provider_config) -> Graph:
+    """The decoder in an InferenceSession, once its graph is checked against genai_config.json."""
+    model_check.check_against_config(config, model_check.read_graph(config))
     providers = execution_providers(provider_config)
     options = session_options(config.decoder.session_options)
     try:

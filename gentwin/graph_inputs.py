@@ -44,9 +44,13 @@ def _dimension(dim: onnx.TensorShapeProto.Dimension):
     return dim.dim_param or None
 
 
-def read_input_specs(model_path: str) -> dict[str, InputSpec]:
-    """The inputs model.onnx declares, by name (its weights are not read)."""
-    proto = onnx.load(model_path, load_external_data=False)
+def declared_shape(value: onnx.ValueInfoProto) -> tuple:
+    """The shape a graph declares for a tensor: per dimension a size, a symbolic name, or None where undeclared."""
+    return tuple(_dimension(dim) for dim in value.type.tensor_type.shape.dim)
+
+
+def input_specs(proto: onnx.ModelProto, model_path: str) -> dict[str, InputSpec]:
+    """The inputs the graph PROTO (read from MODEL_PATH) declares, by name."""
     defaults = {tensor.name for tensor in proto.graph.initializer}
     specs = {}
     for value in proto.graph.input:
@@ -56,10 +60,15 @@ def read_input_specs(model_path: str) -> dict[str, InputSpec]:
         specs[value.name] = InputSpec(
             name=value.name,
             dtype=np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)),
-            shape=tuple(_dimension(dim) for dim in tensor_type.shape.dim),
+            shape=declared_shape(value),
             has_default=value.name in defaults,
         )
     return specs
+
+
+def read_input_specs(model_path: str) -> dict[str, InputSpec]:
+    """The inputs model.onnx declares, by name (its weights are not read)."""
+    return input_specs(onnx.load(model_path, load_external_data=False), model_path)
 
 
 def generator_inputs(config: GenaiConfig) -> set[str]:

@@ -6,13 +6,15 @@ mask and positions so far, the KV cache, and the outputs of the last run.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import RuntimeContextError
 from onnx.reference.ops import load_op
 
-from gentwin import position_inputs
+from gentwin import model_check, position_inputs
 from gentwin.config import ConfigError
 from gentwin.decoder_state import CachedState
 from gentwin.errors import GentwinError
@@ -67,13 +69,16 @@ class Graph:
 
 
 def load_graph(config, _provider_config=None) -> Graph:
-    """Read the decoder (with its external data) and check every operator has a kernel."""
+    """Read the decoder, check every operator has a kernel and the graph is the one genai_config.json describes,
+    then read its weights (external data)."""
     path = config.model_path
-    try:
-        proto = onnx.load(path)
-    except Exception as error:  # onnx raises several types for a corrupt or truncated file
-        raise ConfigError(f"cannot load {path}: {error}") from error
+    proto = model_check.read_graph(config)
     check_supported(proto, path)
+    model_check.check_against_config(config, proto)
+    try:
+        onnx.load_external_data_for_model(proto, os.path.dirname(path))
+    except Exception as error:  # a missing, short or unreadable data file
+        raise ConfigError(f"cannot load {path}: {error}") from error
     return Graph(proto)
 
 

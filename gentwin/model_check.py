@@ -1,0 +1,211 @@
+"""A model folder checked when a Model loads: model.onnx is a graph, and genai_config.json tells its truth.
+
+onnxruntime-genai finds most mistakes in a folder only when the model first runs, in onnxruntime's words
+("Got invalid dimensions for output: logits"), and some never: with a wrong layer count or KV-head count
+its CPU kernels run on. gentwin refuses such a folder at Model(), naming the genai_config.json field.
+gentwin/config.py checks the config's own facts (token ids within the vocabulary, a known model type);
+this module compares the config with what model.onnx declares, read without its weights:
+
+- the inputs and outputs the config names exist: input_ids, logits, and each layer's past and present;
+- the graph has the past inputs of exactly num_hidden_layers layers (0 layers: none);
+- the logits are vocab_size wide, and each past and present has num_key_value_heads heads of head_size,
+  wherever the graph fixes those dimensions;
+- where the graph leaves them symbolic (the builder's GroupQueryAttention layouts do), the attention node
+  reading the past still fixes them: its kv_num_heads, and its query's width over its number of heads.
+
+Both engines call `read_graph` and `check_against_config` in their load_graph, before any weight is read.
+"""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+
+from gentwin.config import DEFAULT_INPUT_NAMES, ConfigError, DecoderConfig, GenaiConfig
+from gentwin.graph_inputs import declared_shape, input_specs
+
+GENERATOR_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+def read_graph(config: GenaiConfig) -> onnx.ModelProto:
+    """model.onnx without its external data; ConfigError if the file is empty or holds no ONNX graph."""
+    path = config.model_path
+    if os.path.getsize(path) == 0:
+        raise ConfigError(f"cannot load {path}: the file is empty")
+    try:
+        proto = onnx.load(path, load_external_data=False)
+    except Exception as error:  # onnx raises several types for a corrupt or truncated file
+        raise ConfigError(f"cannot load {path}: {error}") from error
+    if not proto.HasField("graph"):
+        raise ConfigError(f"cannot load {path}: it holds no ONNX graph")
+    return proto
+
+
+def check_against_config(config: GenaiConfig, proto: onnx.ModelProto) -> None:
+    """Raise ConfigError naming the genai_config.json field that the graph PROTO contradicts."""
+    decoder = config.decoder
+    inputs = {name: spec.shape for name, spec in input_specs(proto, config.model_path).items()}
+    outputs = {value.name: declared_shape(value) for value in proto.graph.output}
+    _check_generator_inputs(decoder, inputs)
+    _check_logits(config, outputs)
+    _check_layer_count(decoder, inputs)
+    for layer in range(decoder.num_hidden_layers):
+        _check_cache_tensors(decoder, "inputs", decoder.past_fields, decoder.past_names(layer), inputs)
+        _check_cache_tensors(decoder, "outputs", decoder.present_fields, decoder.present_names(layer), outputs)
+    _check_attention_nodes(decoder, proto.graph)
+
+
+def _listing(names) -> str:
+    names = list(names)
+    return ", ".join(names[:8]) + (f", ... ({len(names)} in all)" if len(names) > 8 else "")
+
+
+def _check_generator_inputs(decoder: DecoderConfig, inputs: dict) -> None:
+    """input_ids must be an input. A graph may lack attention_mask or position_ids, but not take them under
+    their usual name while the config names them otherwise: the generator would not feed them."""
+    for field in GENERATOR_INPUTS:
+        name = decoder.input_names[field]
+        if name not in inputs and (field == "input_ids" or DEFAULT_INPUT_NAMES[field] in inputs):
+            raise ConfigError(f"genai_config.json: 'model.decoder.inputs.{field}' is {name!r}, but the graph has "
+                              f"no input of that name; its inputs are {_listing(inputs)}")
+
+
+def _check_logits(config: GenaiConfig, outputs: dict) -> None:
+    name = config.decoder.output_names["logits"]
+    if name not in outputs:
+        raise ConfigError(f"genai_config.json: 'model.decoder.outputs.logits' is {name!r}, but the graph has no "
+                          f"output of that name; its outputs are {_listing(outputs)}")
+    width = outputs[name][-1] if outputs[name] else None  # [batch, length, vocab]
+    if isinstance(width, int) and width != config.vocab_size:
+        raise ConfigError(f"genai_config.json: 'model.vocab_size' is {config.vocab_size}, but the graph's "
+                          f"{name} output is {width} wide")
+
+
+def _layers_in_graph(decoder: DecoderConfig, inputs: dict) -> int:
+    """How many layers, from layer 0 on, the graph has every past input of, as the config names them."""
+    layers = 0
+    while layers < len(inputs) and all(name in inputs for name in decoder.past_names(layers)):
+        layers += 1
+    return layers
+
+
+def _check_layer_count(decoder: DecoderConfig, inputs: dict) -> None:
+    found, expected = _layers_in_graph(decoder, inputs), decoder.num_hidden_layers
+    if found == expected:
+        return
+    if found == 0:  # not one layer matches: the names are wrong, not the count
+        field, name = next((field, name) for field, name in zip(decoder.past_fields, decoder.past_names(0))
+                           if name not in inputs)
+        raise ConfigError(f"genai_config.json: 'model.decoder.inputs.{field}' is {decoder.input_names[field]!r}, "
+                          f"but the graph has no input {name}; its inputs are {_listing(inputs)}")
+    raise ConfigError(f"genai_config.json: 'model.decoder.num_hidden_layers' is {expected}, but the graph has "
+                      f"the KV-cache inputs of {found} layers ({decoder.past_names(0)[0]} to "
+                      f"{decoder.past_names(found - 1)[-1]})")
+
+
+def _kv_axes(decoder: DecoderConfig) -> tuple[int, int]:
+    """The axes of a past or present that hold the head count and the head size: [B, H, S, D], or gpt2's
+    combined [2, B, H, S, D]."""
+    return (2, 4) if decoder.combined_past else (1, 3)
+
+
+def _check_cache_tensors(decoder: DecoderConfig, section: str, fields: list[str], names: list[str],
+                         shapes: dict) -> None:
+    """One layer's past inputs (SECTION "inputs", FIELDS naming NAMES) or present outputs ("outputs") exist
+    and have the config's heads."""
+    heads_axis, size_axis = _kv_axes(decoder)
+    templates = decoder.input_names if section == "inputs" else decoder.output_names
+    for field, name in zip(fields, names):
+        where = f"'model.decoder.{section}.{field}'"
+        if name not in shapes:
+            raise ConfigError(f"genai_config.json: {where} is {templates[field]!r}, but the graph has no "
+                              f"{section[:-1]} {name}")
+        shape = shapes[name]
+        if not shape:  # undeclared
+            continue
+        dims = "[" + ", ".join(str(dim) for dim in shape) + "]"
+        if len(shape) != size_axis + 1:
+            raise ConfigError(f"genai_config.json: {where} names {name}, which the graph declares as {dims}; a "
+                              f"{'combined ' if decoder.combined_past else ''}KV cache has {size_axis + 1} "
+                              "dimensions")
+        if isinstance(shape[heads_axis], int) and shape[heads_axis] != decoder.num_key_value_heads:
+            raise ConfigError(f"genai_config.json: 'model.decoder.num_key_value_heads' is "
+                              f"{decoder.num_key_value_heads}, but the graph's {name} has {shape[heads_axis]} "
+                              f"heads {dims}")
+        if isinstance(shape[size_axis], int) and shape[size_axis] != decoder.head_size:
+            raise ConfigError(f"genai_config.json: 'model.decoder.head_size' is {decoder.head_size}, but the "
+                              f"graph's {name} has heads of size {shape[size_axis]} {dims}")
+
+
+class _Widths:
+    """The last dimension of a tensor of the graph, where the graph fixes it without running: declared, a
+    weight's, or a projection's output (MatMul by a weight, MatMulNBits' N), seen through a bias Add, a Cast
+    or a RotaryEmbedding. None where it does not."""
+
+    def __init__(self, graph: onnx.GraphProto):
+        self.shapes = {value.name: declared_shape(value) for value in (*graph.input, *graph.value_info, *graph.output)}
+        self.shapes.update((tensor.name, tuple(tensor.dims)) for tensor in graph.initializer)
+        self.producers = {output: node for node in graph.node for output in node.output}
+        self.known = {}
+
+    def __call__(self, name: str):
+        if name not in self.known:
+            self.known[name] = self._width(name)
+        return self.known[name]
+
+    def _width(self, name: str):
+        shape = self.shapes.get(name)
+        if shape and isinstance(shape[-1], int):
+            return shape[-1]
+        node = self.producers.get(name)
+        if node is None:
+            return None
+        if node.op_type == "MatMulNBits":
+            return _attributes(node).get("N")
+        if node.op_type == "MatMul":
+            weight = self.shapes.get(node.input[1])
+            return weight[-1] if weight and len(weight) >= 2 and isinstance(weight[-1], int) else None
+        if node.op_type in ("Cast", "RotaryEmbedding"):
+            return self(node.input[0])
+        if node.op_type == "Add":  # a bias broadcast along the projection's width; a width of 1 says nothing
+            return max((width for width in map(self, node.input) if width and width > 1), default=None)
+        return None
+
+
+def _attributes(node: onnx.NodeProto) -> dict:
+    return {attribute.name: onnx.helper.get_attribute_value(attribute) for attribute in node.attribute}
+
+
+def _attention_heads(node: onnx.NodeProto) -> tuple[int, int] | None:
+    """(KV heads, heads in its query input) of an attention node reading the past, None if it does not say.
+    GroupQueryAttention without a key input takes queries, keys and values packed in its query input."""
+    attributes = _attributes(node)
+    heads = attributes.get("num_heads")
+    has_key = len(node.input) > 1 and bool(node.input[1])
+    if node.op_type == "GroupQueryAttention" and heads and attributes.get("kv_num_heads"):
+        kv_heads = attributes["kv_num_heads"]
+        return kv_heads, heads if has_key else heads + 2 * kv_heads
+    if node.op_type == "MultiHeadAttention" and heads and has_key:  # a packed query there is [B, S, H, 3, D]
+        return heads, heads
+    return None
+
+
+def _check_attention_nodes(decoder: DecoderConfig, graph: onnx.GraphProto) -> None:
+    """Where a past's head dimensions are symbolic, the attention node reading it still fixes them."""
+    pasts = set(decoder.cache_names()[0])
+    width = _Widths(graph)
+    for node in graph.node:
+        heads = _attention_heads(node) if node.domain == "com.microsoft" and pasts.intersection(node.input) else None
+        if heads is None:
+            continue
+        kv_heads, query_heads = heads
+        if kv_heads != decoder.num_key_value_heads:
+            raise ConfigError(f"genai_config.json: 'model.decoder.num_key_value_heads' is "
+                              f"{decoder.num_key_value_heads}, but the graph's {node.op_type} node {node.name!r} "
+                              f"reads {kv_heads} KV heads")
+        query_width = width(node.input[0])
+        if query_width is not None and query_width != query_heads * decoder.head_size:
+            raise ConfigError(f"genai_config.json: 'model.decoder.head_size' is {decoder.head_size}, but the "
+                              f"graph's {node.op_type} node {node.name!r} takes {query_heads} heads in a query "
+                              f"{query_width} wide: heads of size {query_width / query_heads:g}")
