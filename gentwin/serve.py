@@ -20,7 +20,17 @@ events are pulled one at a time in the pool; when its client disconnects, Starle
 the stream is closed, which frees its generator.
 
 Errors: every error body is Cohere's {"message": ...}: 400 for a bad request (anything gentwin.chat refuses
-included), 404 and 405 for a wrong path or method, 500 for anything else. None of them stops the server.
+included), 404 and 405 for a wrong path or method, 413 for a body over the limit, 500 for anything else. None of
+them stops the server.
+
+Limits, so that no request can exhaust the server:
+- the body: at most max_body_bytes (default 1 MiB, `gentwin serve --max-body-bytes N`), enforced by FastAPI's
+  body limit before anything is parsed: a Content-Length over it is refused before a byte is read, a chunked
+  body as soon as it grows past it;
+- the fields: strict JSON types (no "yes" for a boolean, no 5.0 for an integer), and gentwin.chat's ranges;
+- the prompt: refused by its length in characters before it is tokenized, when it cannot fit the context
+  (gentwin.chat.client).
+JSON nesting and array sizes are bounded by the body limit; JSON too deeply nested to parse is a 400.
 """
 
 from __future__ import annotations
@@ -35,21 +45,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 from gentwin.chat import Client
 from gentwin.chat.client import DEFAULT_ENGINE
 from gentwin.chat.options import OPTION_NAMES
 from gentwin.chat.responses import API_VERSION
-from gentwin.errors import GentwinError
+from gentwin.errors import ArgumentValueError, GentwinError
 
 MAX_TOKENIZE_CHARACTERS = 65536  # Cohere's limit on /v1/tokenize
+DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB: a million characters of messages, far beyond what a context holds
 
 
 class CohereRequest(BaseModel):
     """Fields are checked for type here and for meaning by gentwin.chat; a field Cohere does not have is refused."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     model: str | None = None
 
     def options(self) -> dict:
@@ -115,10 +127,13 @@ class DetokenizeRequest(CohereRequest):
     tokens: list[int]
 
 
-def create_app(client: Client) -> FastAPI:
-    app = FastAPI(title="gentwin serve", description="Cohere's chat and generate API on a local model folder")
+def create_app(client: Client, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> DeclaredLengthLimit:
+    """The HTTP API over CLIENT (an ASGI app); request bodies over MAX_BODY_BYTES are refused with 413."""
+    check_body_limit(max_body_bytes)
+    app = FastAPI(title="gentwin serve", description="Cohere's chat and generate API on a local model folder",
+                  max_body_size=max_body_bytes)
     app.state.client = client
-    _add_error_handlers(app)
+    _add_error_handlers(app, max_body_bytes)
 
     @app.post("/v2/chat")
     def chat(body: ChatRequest):
@@ -147,7 +162,38 @@ def create_app(client: Client) -> FastAPI:
     def detokenize(body: DetokenizeRequest):
         return {"text": client.tokenizer.decode(body.tokens), "meta": API_VERSION}
 
-    return app
+    return DeclaredLengthLimit(app, max_body_bytes)
+
+
+class DeclaredLengthLimit:
+    """APP, with a request whose Content-Length is over MAX_BODY_BYTES refused at once, before APP sees it.
+    FastAPI's body limit (max_body_size) refuses those too, but in plain text; it still counts the bytes of
+    chunked bodies, and those it refuses through the app's error handlers, in Cohere's body."""
+
+    def __init__(self, app: FastAPI, max_body_bytes: int):
+        self.app, self.max_body_bytes = app, max_body_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and _declared_length(scope) > self.max_body_bytes:
+            await too_large(self.max_body_bytes)(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def _declared_length(scope) -> int:
+    """The request's Content-Length, 0 when it has none (or one uvicorn would have refused already)."""
+    length = Headers(scope=scope).get("content-length", "")
+    return int(length) if length.isdigit() else 0
+
+
+def error(status: int, message: str) -> JSONResponse:
+    """Cohere's error body."""
+    return JSONResponse(status_code=status, content={"message": message})
+
+
+def too_large(max_body_bytes: int) -> JSONResponse:
+    return error(413, f"the request body is larger than this server's limit of {max_body_bytes} bytes "
+                      f"(gentwin serve --max-body-bytes)")
 
 
 async def server_sent_events(events: Iterator[dict]) -> AsyncIterator[str]:
@@ -160,18 +206,22 @@ async def server_sent_events(events: Iterator[dict]) -> AsyncIterator[str]:
         events.close()
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"message": message})
-
+def _add_error_handlers(app: FastAPI, max_body_bytes: int) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exception: RequestValidationError):
-        problems = [f"{'.'.join(str(part) for part in problem['loc'][1:]) or 'body'}: {problem['msg']}"
-                    for problem in exception.errors()]
-        return error(400, "invalid request: " + "; ".join(problems))
+        problems = exception.errors()
+        if problems and problems[0]["type"] == "json_invalid":
+            return error(400, json_error_message(exception.body, problems[0]))
+        described = [f"{'.'.join(str(part) for part in problem['loc'][1:]) or 'body'}: {problem['msg']}"
+                     for problem in problems]
+        return error(400, "invalid request: " + "; ".join(described))
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exception: HTTPException):
+        if exception.status_code == 413:
+            return too_large(max_body_bytes)
+        if isinstance(exception.__cause__, RecursionError):
+            return error(400, "request body is not valid JSON: it is nested too deeply to parse")
         return error(exception.status_code, str(exception.detail))
 
     # What gentwin.chat raises for input it refuses: options, messages, presets, a prompt too long, token ids.
@@ -185,7 +235,23 @@ def _add_error_handlers(app: FastAPI) -> None:
         return error(500, f"internal error: {type(exception).__name__}: {exception}")
 
 
+def check_body_limit(max_body_bytes) -> None:
+    if isinstance(max_body_bytes, bool) or not isinstance(max_body_bytes, int) or max_body_bytes < 1:
+        raise ArgumentValueError(f"max_body_bytes must be a positive number of bytes, got {max_body_bytes!r}")
+
+
+def json_error_message(document, problem: dict) -> str:
+    """What FastAPI reports as "JSON decode error" at character POSITION, said with its line and column."""
+    position = problem["loc"][-1]
+    text = document.decode(errors="replace") if isinstance(document, bytes) else str(document)
+    line = text.count("\n", 0, position) + 1
+    column = position - text.rfind("\n", 0, position)
+    return f"request body is not valid JSON: {problem['ctx']['error']} at line {line} column {column}"
+
+
 def serve(model_dir: str, engine: str = DEFAULT_ENGINE, host: str = "127.0.0.1", port: int = 8000,
-          presets: str | None = None) -> None:
-    """Load MODEL_DIR on ENGINE and serve it until interrupted."""
-    uvicorn.run(create_app(Client(model_dir, engine, presets=presets)), host=host, port=port)
+          presets: str | None = None, max_body_bytes: int | None = None) -> None:
+    """Load MODEL_DIR on ENGINE and serve it until interrupted; MAX_BODY_BYTES: see create_app."""
+    max_body_bytes = DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes
+    check_body_limit(max_body_bytes)  # before the model loads, which takes a while
+    uvicorn.run(create_app(Client(model_dir, engine, presets=presets), max_body_bytes), host=host, port=port)

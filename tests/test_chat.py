@@ -489,6 +489,14 @@ def test_a_conversation_appends_each_turn_to_one_generator_and_undo_rewinds_it(c
     (None, {"logit_bias": {5000: 1.0}}, ValueError, "outside the vocabulary"),
     (None, {"logit_bias": {"x": 1.0}}, ValueError, "not a token id"),
     (None, {"temperature": True}, TypeError, "temperature"),
+    (None, {"temperature": 5.01}, ValueError, r"temperature must be in \[0.0, 5.0\]"),
+    (None, {"temperature": float("inf")}, ValueError, "temperature must be in"),
+    (None, {"presence_penalty": 1e308}, ValueError, r"presence_penalty must be in \[0.0, 1000.0\]"),
+    (None, {"frequency_penalty": float("nan")}, ValueError, "frequency_penalty must be in"),
+    (None, {"logit_bias": {5: -1000.5}}, ValueError, r"logit_bias\[5\] must be in"),
+    (None, {"max_tokens": 256}, ValueError, "max_tokens must be at most 255, got 256: the model's context holds 256"),
+    (None, {"stop_sequences": ["a", "b", "c", "d", "e", "f"]}, ValueError, "at most 5"),
+    (None, {"end_sequences": ["ok", "y" * 513]}, ValueError, r"end_sequences\[1\] is 513 characters"),
 ])
 def test_bad_input_raises_naming_the_problem_before_any_event(client, chat, options, error, match):
     chat = messages("hi") if chat is None else chat
@@ -496,6 +504,12 @@ def test_bad_input_raises_naming_the_problem_before_any_event(client, chat, opti
         client.chat(chat, **options)
     with pytest.raises(error, match=match):
         client.chat_stream(chat, **options)  # raised by the call itself, not by the first event
+
+
+def test_the_bounds_themselves_are_accepted(client):
+    response = client.chat(messages("hi"), max_tokens=255, temperature=5.0, presence_penalty=1000.0,
+                           frequency_penalty=1000.0, logit_bias={5: -1000.0}, stop_sequences=["z" * 512] * 5, seed=1)
+    assert response.finish_reason in (COMPLETE, MAX_TOKENS)
 
 
 def test_chat_stream_streams_one_generation(client):

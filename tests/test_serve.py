@@ -249,23 +249,32 @@ def test_32_concurrent_chats_each_equal_their_solo_run_and_disconnects_free_thei
 
 # -- `gentwin serve`, as a user starts it -------------------------------------------------------------------
 
-def test_gentwin_serve_command_serves_the_sdk():
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+        return probe.getsockname()[1]
+
+
+def wait_until_listening(server: subprocess.Popen, port: int) -> None:
+    """Until the SERVER process accepts connections on PORT; fails if it exits or takes too long."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        assert server.poll() is None, server.stderr.read().decode() if server.stderr else "the server exited"
+        assert time.monotonic() < deadline, "gentwin serve did not start listening"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+def test_gentwin_serve_command_serves_the_sdk():
+    port = free_port()
     command = [sys.executable, "-m", "gentwin.cli", "serve", str(CHAT_MODEL), "--engine", "reference",
                "--port", str(port)]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            assert server.poll() is None, server.stderr.read().decode()
-            assert time.monotonic() < deadline, "gentwin serve did not start listening"
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_until_listening(server, port)
         reply = sdk_v2(f"http://127.0.0.1:{port}").chat(model="local", messages=messages("Hi", SYSTEM),
                                                          max_tokens=6, temperature=0)
         expected = Client(CHAT_MODEL, "reference", cache_entries=0).chat(messages("Hi", SYSTEM), max_tokens=6,

@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import reprlib
 import threading
 import warnings
 from collections.abc import Iterator
@@ -91,6 +92,9 @@ class Client:
         self.model = self.engine.Model(str(model_dir))
         self.tokenizer = self.engine.Tokenizer(self.model)
         self.context_length = self.model.config.context_length
+        # A prompt leaves room for one generated token at least; a text longer than this cannot encode to that few.
+        self.max_prompt_tokens = self.context_length - 1
+        self.max_prompt_characters = self.max_prompt_tokens * prompts.longest_token_characters(model_dir)
         self.presets = presets if isinstance(presets, PresetStore) else PresetStore(presets)
         self.prefix_cache = PrefixCache(cache_entries, CACHE_CONTEXTS * self.context_length
                                         if cache_tokens is None else cache_tokens)
@@ -130,11 +134,13 @@ class Client:
         options, preset_prompt = self._options(preset, options, GENERATE_DEFAULTS)
         prompt = preset_prompt if prompt is None else prompt
         if not isinstance(prompt, str) or not prompt:
-            raise ValueError(f"generate needs a non-empty prompt string (or a preset with one), got {prompt!r}")
+            raise ValueError(f"generate needs a non-empty prompt string (or a preset with one), "
+                             f"got {reprlib.repr(prompt)}")
         if raw_prompting:
-            tokens = self.tokenizer.encode(prompt)
+            tokens = prompts.encode(self.tokenizer, prompt, self._prompt_characters(options))
         else:
-            tokens = prompts.render(self.tokenizer, [{"role": "user", "content": prompt}])
+            tokens = prompts.render(self.tokenizer, [{"role": "user", "content": prompt}],
+                                    max_characters=self._prompt_characters(options))
         return self._respond(self._prepare(tokens, options, excluded=options.end_sequences,
                                            included=options.stop_sequences))
 
@@ -148,7 +154,15 @@ class Client:
         """The call's options over the preset's, over DEFAULTS; and the preset's prompt, if any."""
         entries = self.presets.get(preset) if preset is not None else {}
         preset_prompt = entries.pop(PROMPT, None)
-        return resolve({**entries, **given}, defaults), preset_prompt
+        options = resolve({**entries, **given}, defaults)
+        if options.max_tokens is not None and options.max_tokens > self.max_prompt_tokens:
+            raise ValueError(f"max_tokens must be at most {self.max_prompt_tokens}, got {options.max_tokens}: the "
+                             f"model's context holds {self.context_length} tokens, one of them the prompt's at least")
+        return options, preset_prompt
+
+    def _prompt_characters(self, options: Options) -> int | None:
+        """The most characters a prompt may have to be encoded: a prompt to be truncated is encoded whole."""
+        return self.max_prompt_characters if options.truncate == "NONE" else None
 
     def _chat_options(self, preset: str | None, given: dict) -> Options:
         options, preset_prompt = self._options(preset, given, CHAT_DEFAULTS)
@@ -159,8 +173,8 @@ class Client:
     def _prepare_chat(self, messages, preset: str | None, given: dict) -> _Call:
         options = self._chat_options(preset, given)
         messages = prompts.chat_messages(messages)
-        call = self._prepare(prompts.render(self.tokenizer, messages), options,
-                             excluded=self.chat_stop_sequences(options), included=())
+        tokens = prompts.render(self.tokenizer, messages, max_characters=self._prompt_characters(options))
+        call = self._prepare(tokens, options, excluded=self.chat_stop_sequences(options), included=())
         if self.prefix_cache.enabled:  # where the prefill snapshots for the cache; nowhere without it
             call.system_prompt_length = prompts.system_prompt_length(self.tokenizer, messages, call.prompt)
         return call
@@ -172,7 +186,7 @@ class Client:
     def truncate(self, tokens: np.ndarray, mode: str) -> np.ndarray:
         """TOKENS as a prompt, truncated as MODE says (gentwin.chat.prompts.truncate) to leave room in the
         context for one generated token at least."""
-        return prompts.truncate(tokens, mode, self.context_length - 1)
+        return prompts.truncate(tokens, mode, self.max_prompt_tokens)
 
     @staticmethod
     def chat_stop_sequences(options: Options) -> tuple[str, ...]:

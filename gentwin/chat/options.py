@@ -2,19 +2,24 @@
 
 | option | meaning | search option |
 |---|---|---|
-| `max_tokens` | most tokens to generate (default: until EOS or the context is full) | - |
-| `temperature` | 0 is greedy; above 0 samples | `do_sample`, `temperature` |
-| `k` | sample among the k likeliest tokens; 0 turns it off | `top_k` |
+| `max_tokens` | most tokens to generate, below the context length (default: until EOS or the context is full) | - |
+| `temperature` | 0 is greedy; above 0 samples; at most 5 (Cohere Generate's maximum) | `do_sample`, `temperature` |
+| `k` | sample among the k likeliest tokens; 0 turns it off; at most the vocabulary's size | `top_k` |
 | `p` | then among the likeliest tokens of total probability p, in (0, 1] | `top_p` |
 | `seed` | seed of the sampling, in [0, 2**31); none: a fresh one every call | `random_seed` |
-| `frequency_penalty`, `presence_penalty` | `logit -= penalty * count` / `-= penalty`, over the reply | same names |
-| `logit_bias` | `{token_id: bias}` added to the logits | same name |
-| `stop_sequences`, `end_sequences` | strings that end the text (see gentwin.chat.stops for where it is cut) | - |
+| `frequency_penalty`, `presence_penalty` | `logit -= penalty * count` / `-= penalty`, over the reply; <= 1000 | same |
+| `logit_bias` | `{token_id: bias}` added to the logits, each bias in [-1000, 1000] | same name |
+| `stop_sequences`, `end_sequences` | up to 5 strings (512 characters each) that end the text (gentwin.chat.stops) | - |
 | `num_generations` | 1 to 5 replies from one prefill | - |
 | `truncate` | `NONE`, `START` or `END`: what to do with a prompt longer than the context allows | - |
 
 Defaults are Cohere's, which differ between its two APIs: chat samples at temperature 0.3 and does not
 truncate; generate samples at 0.75 and truncates the END. Both default to k 0 and p 0.75.
+
+The bounds refuse what can only be a mistake, before it costs anything: above 5 (Cohere Generate's maximum) a
+temperature flattens the distribution to all but uniform, and a penalty or bias of 1000 outweighs any logit a
+model produces (so 1000 already bans a token, and more adds nothing); the stop matcher's work per token grows
+with the sequences' count and the square of their length. The Client checks max_tokens against the context.
 
 Generation i of a call with `seed` uses seed `(seed + i) % 2**31`, so the first generation of a call with
 num_generations n equals the one generation of the same call with num_generations 1.
@@ -31,6 +36,10 @@ from gentwin import search_options
 TRUNCATE_MODES = ("NONE", "START", "END")
 MAX_GENERATIONS = 5  # Cohere's limit: it bounds the work one request can ask for
 SEED_RANGE = 2**31   # the peer's random_seed is a 32-bit signed int; negative means "draw a fresh one"
+MAX_TEMPERATURE = 5.0
+MAX_LOGIT_SHIFT = 1000.0  # the largest penalty or bias: already more than any logit
+MAX_SEQUENCES = 5  # stop or end sequences: Cohere's limit on stop_sequences
+MAX_SEQUENCE_CHARACTERS = 512
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,10 +107,24 @@ def _real(name: str, value, low: float, high: float | None = None, low_open: boo
 
 def _sequences(name: str, value) -> tuple[str, ...]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
-        raise TypeError(f"{name} must be a list of strings, got {value!r}")
-    if not all(isinstance(item, str) and item for item in value):
-        raise ValueError(f"{name} must hold non-empty strings, got {value!r}")
+        raise TypeError(f"{name} must be a list of strings, got {type(value).__name__}")
+    if len(value) > MAX_SEQUENCES:
+        raise ValueError(f"{name} holds {len(value)} sequences; at most {MAX_SEQUENCES} are allowed")
+    for index, item in enumerate(value):
+        if not isinstance(item, str) or not 0 < len(item) <= MAX_SEQUENCE_CHARACTERS:
+            got = f"{len(item)} characters" if isinstance(item, str) else type(item).__name__
+            raise ValueError(f"{name} must hold non-empty strings of at most {MAX_SEQUENCE_CHARACTERS} characters; "
+                             f"{name}[{index}] is {got}")
     return tuple(value)
+
+
+def _logit_bias(name: str, value) -> dict:
+    bias = search_options.coerce_option(name, value)  # token ids are checked against the vocabulary later
+    outside = [token for token, amount in bias.items() if abs(amount) > MAX_LOGIT_SHIFT]
+    if outside:
+        raise ValueError(f"{name}[{outside[0]}] must be in [-{MAX_LOGIT_SHIFT}, {MAX_LOGIT_SHIFT}], "
+                         f"got {bias[outside[0]]}")
+    return bias
 
 
 def _truncate(name: str, value) -> str:
@@ -112,15 +135,15 @@ def _truncate(name: str, value) -> str:
 
 CHECKS = {
     "max_tokens": lambda name, value: _integer(name, value, 1),
-    "temperature": lambda name, value: _real(name, value, 0.0),
+    "temperature": lambda name, value: _real(name, value, 0.0, MAX_TEMPERATURE),
     "k": lambda name, value: _integer(name, value, 0),
     "p": lambda name, value: _real(name, value, 0.0, 1.0, low_open=True),
     "seed": lambda name, value: _integer(name, value, 0, SEED_RANGE - 1),
-    "frequency_penalty": lambda name, value: _real(name, value, 0.0),
-    "presence_penalty": lambda name, value: _real(name, value, 0.0),
+    "frequency_penalty": lambda name, value: _real(name, value, 0.0, MAX_LOGIT_SHIFT),
+    "presence_penalty": lambda name, value: _real(name, value, 0.0, MAX_LOGIT_SHIFT),
     "stop_sequences": _sequences,
     "end_sequences": _sequences,
-    "logit_bias": search_options.coerce_option,  # token ids are checked against the vocabulary later
+    "logit_bias": _logit_bias,
     "num_generations": lambda name, value: _integer(name, value, 1, MAX_GENERATIONS),
     "truncate": _truncate,
 }

@@ -8,6 +8,8 @@ template with a generation prompt (Tokenizer.apply_chat_template), then encoded.
 from __future__ import annotations
 
 import json
+import os
+import reprlib
 
 import numpy as np
 
@@ -37,7 +39,7 @@ def _chat_message(index: int, message) -> dict:
         raise ValueError(f"messages[{index}] has {extra[0]!r}: gentwin.chat messages have only 'role' and 'content'")
     role = message.get("role")
     if role not in ROLES:
-        raise ValueError(f"messages[{index}]['role'] must be one of {', '.join(ROLES)}, got {role!r}")
+        raise ValueError(f"messages[{index}]['role'] must be one of {', '.join(ROLES)}, got {reprlib.repr(role)}")
     if "content" not in message:
         raise ValueError(f"messages[{index}] has no 'content'")
     return {"role": role, "content": _text(index, message["content"])}
@@ -51,13 +53,38 @@ def _text(index: int, content) -> str:
                                          and isinstance(block.get("text"), str) for block in content):
         return "".join(block["text"] for block in content)
     raise ValueError(f"messages[{index}]['content'] must be a string or a list of "
-                     f"{{'type': 'text', 'text': str}} blocks, got {content!r}")
+                     f"{{'type': 'text', 'text': str}} blocks, got a {type(content).__name__}")
 
 
-def render(tokenizer, messages: list[dict], add_generation_prompt: bool = True) -> np.ndarray:
-    """The token ids of MESSAGES as the chat template renders them, int32 [n]."""
+def render(tokenizer, messages: list[dict], add_generation_prompt: bool = True,
+           max_characters: int | None = None) -> np.ndarray:
+    """The token ids of MESSAGES as the chat template renders them, int32 [n]; the text is refused before it is
+    encoded if it has more than MAX_CHARACTERS (see encode)."""
     text = tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=add_generation_prompt)
+    return encode(tokenizer, text, max_characters)
+
+
+def encode(tokenizer, text: str, max_characters: int | None = None) -> np.ndarray:
+    """The token ids of TEXT, int32 [n], refused before encoding if it has more than MAX_CHARACTERS: encoding
+    costs time and memory in proportion to the text, so a text too long for the context is refused by its
+    length (see longest_token_characters)."""
+    if max_characters is not None and len(text) > max_characters:
+        raise PromptTooLongError(f"the prompt has {len(text)} characters, more than the {max_characters} that "
+                                 f"the model's context can hold; shorten it, or pass truncate='START' or 'END'")
     return tokenizer.encode(text)
+
+
+def longest_token_characters(model_dir) -> int:
+    """The most characters of text one token can stand for: the longest string in the vocabulary of the folder's
+    tokenizer.json, added tokens included. A byte-level vocabulary spells each byte as one character, and a text
+    character is one byte at least; a SentencePiece one spells a space as one character ("\u2581"), a byte
+    as six ("<0x41>"). So a text of more than N times this many characters encodes to more than N tokens (for
+    tokenizers whose normalizer does not shorten text: none, or SentencePiece's, in every folder gentwin knows)."""
+    with open(os.path.join(model_dir, "tokenizer.json"), encoding="utf-8") as file:
+        tokenizer_json = json.load(file)
+    vocabulary = tokenizer_json["model"]["vocab"]
+    pieces = vocabulary if isinstance(vocabulary, dict) else [piece for piece, _score in vocabulary]  # Unigram
+    return max(len(piece) for piece in [*pieces, *(token["content"] for token in tokenizer_json["added_tokens"])])
 
 
 def system_prompt_length(tokenizer, messages: list[dict], prompt: np.ndarray) -> int | None:
