@@ -4,6 +4,7 @@ Pass `CONTRIB_OPS` as `new_ops` to `onnx.reference.ReferenceEvaluator`.
 """
 
 from .attention import Attention
+from .causal_conv_with_state import CausalConvWithState
 from .embed_layer_normalization import EmbedLayerNormalization
 from .gather_block_quantized import GatherBlockQuantized
 from .gelu import FastGelu, QuickGelu
@@ -15,6 +16,7 @@ from .rotary_embedding import RotaryEmbedding
 
 CONTRIB_OPS = [
     Attention,
+    CausalConvWithState,
     EmbedLayerNormalization,
     FastGelu,
     GatherBlockQuantized,

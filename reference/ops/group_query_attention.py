@@ -10,10 +10,43 @@ Cache semantics (they are the contract with the decode loop):
   * Later steps (token generation, or a "subsequent prompt" of several tokens, batch 1 only): row
     b's new tokens go to slots past_b.. with past_b = seqlens_k[b] + 1 - sequence_length, whatever
     the past holds beyond that.
-  * The rotary position of a token is its cache slot.
+  * The rotary position of a token is its cache slot (with a windowed cache, its absolute position).
   * present_key/value have max(total_sequence_length, past cache length) slots: [0, past_b) copied
     from the past, the new tokens at [past_b, past_b + S), zeros after. Feeding a max-length past
     (onnxruntime-genai's shared buffer) therefore keeps the shape; an exactly-sized past grows by S.
+
+Windowed cache (sliding_window_cache=1; gemma2, gemma3 and gpt-oss get it on their local layers):
+  The past/present buffers hold C slots (C = past_key.shape[2], the capacity, C >= W where
+  W = local_window_size > 0) whatever the sequence length; present has the past's shape. Let
+  T = seqlens_k[b] + 1, the row's absolute token count after this step, and G = C - W + 1.
+  * Layout. After a step, slots [0, L(T)) hold absolute positions T - L(T) .. T - 1 in order (slot i
+    holds position T - L(T) + i); the layout starts at slot 0 and never wraps. Slots [L(T), C) are
+    unspecified: onnxruntime leaves old keys there, this kernel zeros. The resident count is
+        L(T) = T                            if T <= C
+        L(T) = T - G * ceil((T - C) / G)    otherwise,
+    so min(T, W) <= L(T) <= min(T, C): the cache fills to C, then evicts its G oldest positions at
+    once (shifting the W - 1 newest to the front) and refills, one compaction every G tokens.
+  * Reading. A step of S new tokens reads the past as if T_past = T - S tokens had been processed,
+    in every row: there is no right-padded first prompt (onnxruntime refuses a row with T < S), and
+    a first prompt is T_past = 0. Slots [0, L(T_past)) hold positions T_past - L(T_past) ..
+    T_past - 1, whatever the slots after them hold. Keys are those resident positions followed by
+    the S new ones; query p attends key j for p - W < j <= p (and j < T), exactly as with a full
+    cache, since L(T_past) >= min(T_past, W) keeps every key a window needs. Rotary positions and
+    the columns of attention_bias ([.., S, total_sequence_length]) are absolute positions.
+  * Filling. present is the last L(T) of those keys, at slots [0, L(T)). It depends on T alone, so
+    any split of the same tokens into steps, S > C included, leaves the same buffer.
+  * Rewinding by k tokens is a smaller seqlens_k over the same buffer; it reads what it should only
+    while L(T - k) = L(T) - k, i.e. while nothing has been evicted since T - k.
+  * onnxruntime-genai (genai_config.json's decoder.sliding_window: window_size W, layers, cache_slack)
+    gives the listed layers a buffer of C = min(max_length, W + max(slack, chunk_size - 1)) slots, slack
+    being cache_slack or, when that is 0, 16 on the CPU (0 under CUDA, which also needs C = W). The
+    first prompt's past must already have the C slots (onnxruntime refuses an empty past, "capacity
+    0"). The peer refuses rewinds once T > C.
+
+Not mirrored: with local_window_size, softcap or head_sink, and a right-padded first prompt over a full
+cache, onnxruntime 1.31 attends a padding query (position >= its row's length T) as if it were the
+row's last token (keys T - W .. T - 1); without softcap and head_sink it uses the query's own window,
+as this kernel always does. Only those padding rows' (meaningless) outputs differ.
 """
 
 import numpy as np
@@ -87,34 +120,26 @@ class GroupQueryAttention(ContribOp):
         valid_lengths = seqlens_k.astype(np.int64) + 1  # [B], past + new valid tokens per row
         total_length = int(np.asarray(total_sequence_length).reshape(-1)[0])
         first_prompt = self._is_first_prompt(batch, new_length, total_length)
-        past_lengths = np.zeros_like(valid_lengths) if first_prompt else valid_lengths - new_length  # [B]
-        positions = past_lengths[:, None] + np.arange(new_length)  # [B, S], cache slot of each new token
+        if sliding_window_cache:  # no padded first prompt: every row's new tokens end its sequence
+            past_lengths = windowed_past_lengths(valid_lengths, new_length)  # [B]
+        elif first_prompt:
+            past_lengths = np.zeros_like(valid_lengths)  # [B]
+        else:
+            past_lengths = valid_lengths - new_length  # [B]
+        positions = past_lengths[:, None] + np.arange(new_length)  # [B, S], absolute position of each new token
 
         if do_rotary:
-            if cos_cache is None or sin_cache is None:
-                raise ValueError("GroupQueryAttention: do_rotary=1 needs cos_cache and sin_cache.")
-            cos = cos_cache[positions][:, None]  # [B, 1, S, R/2]
-            sin = sin_cache[positions][:, None]  # [B, 1, S, R/2]
-            q = apply_rotary(q, cos, sin, rotary_interleaved)
-            k = apply_rotary(k, cos, sin, rotary_interleaved)
+            q, k = self._rotate(q, k, positions, cos_cache, sin_cache, rotary_interleaved)
+        if sliding_window_cache:
+            cache = windowed_cache(past_key, past_value, k, v, past_lengths, valid_lengths, local_window_size)
+        else:
+            cache = full_cache(past_key, past_value, k, v, past_lengths, positions, total_length)
+        keys, values, first_key_positions, present_key, present_value = cache
 
-        cache_length = 0 if past_key is None else past_key.shape[2]
-        present_length = max(total_length, cache_length)
-        if positions.max() >= present_length:
-            raise ValueError(
-                f"GroupQueryAttention: new tokens reach cache position {positions.max()} but present holds "
-                f"{present_length} (seqlens_k={seqlens_k.tolist()}, total_sequence_length={total_length})."
-            )
-        present_key = self._update_cache(past_key, k, past_lengths, positions, present_length)  # [B, Nkv, P, D]
-        present_value = self._update_cache(past_value, v, past_lengths, positions, present_length)  # [B, Nkv, P, D]
-
-        allowed = causal_mask(positions, present_length, local_window_size)  # [B, S, P]
-        allowed &= np.arange(present_length) < valid_lengths[:, None, None]  # only matters to first-prompt padding
-        allowed = allowed[:, None]  # [B, 1, S, P]
-        bias = additive_mask(allowed)  # [B, 1, S, P]
-        if attention_bias is not None:  # [B or 1, N or 1, S, total]; keys past `total` are masked anyway
-            width = present_length - attention_bias.shape[-1]
-            bias = bias + np.pad(attention_bias, [(0, 0)] * 3 + [(0, width)])
+        bias = attention_bias_at(attention_bias, first_key_positions, keys.shape[2])  # [B, N or 1, S, K]
+        bias = bias + additive_mask(
+            allowed_keys(positions, valid_lengths, first_key_positions, keys.shape[2], local_window_size)
+        )  # [B, N or 1, S, K]
         sink = None
         if head_sink is not None:
             sink = head_sink.reshape(1, num_heads, 1, 1)
@@ -123,14 +148,28 @@ class GroupQueryAttention(ContribOp):
 
         output = attend(
             q,
-            repeat_kv_heads(present_key, num_heads),  # [B, N, P, D]
-            repeat_kv_heads(present_value, num_heads),  # [B, N, P, D]
+            repeat_kv_heads(keys, num_heads),  # [B, N, K, D]
+            repeat_kv_heads(values, num_heads),  # [B, N, K, D]
             scale,
             bias,
             softcap,
             sink,
         )  # [B, N, S, D]
-        return merge_heads(output), present_key, present_value  # [B, S, N*D], [B, Nkv, P, D] x2
+        return merge_heads(output), present_key, present_value  # [B, S, N*D], [B, Nkv, P or C, D] x2
+
+    @staticmethod
+    def _rotate(q, k, positions, cos_cache, sin_cache, interleaved):
+        """Rotary embedding of the queries and new keys at their absolute positions."""
+        if cos_cache is None or sin_cache is None:
+            raise ValueError("GroupQueryAttention: do_rotary=1 needs cos_cache and sin_cache.")
+        if positions.max() >= min(cos_cache.shape[0], sin_cache.shape[0]):
+            raise ValueError(
+                f"GroupQueryAttention: a token at position {positions.max()} needs cos_cache and sin_cache rows "
+                f"up to it, but they have {cos_cache.shape[0]} and {sin_cache.shape[0]}."
+            )
+        cos = cos_cache[positions][:, None]  # [B, 1, S, R/2]
+        sin = sin_cache[positions][:, None]  # [B, 1, S, R/2]
+        return apply_rotary(q, cos, sin, interleaved), apply_rotary(k, cos, sin, interleaved)
 
     @staticmethod
     def _is_first_prompt(batch, new_length, total_length):
@@ -140,18 +179,6 @@ class GroupQueryAttention(ContribOp):
                 raise ValueError("GroupQueryAttention: sequence_length > 1 with a past needs batch_size 1.")
             return False
         return new_length == total_length
-
-    @staticmethod
-    def _update_cache(past, new, past_lengths, positions, present_length):
-        """Copy each row's valid past (its first past_b positions) and write the new tokens after it."""
-        batch, heads, _, head_size = new.shape
-        present = np.zeros((batch, heads, present_length, head_size), new.dtype)  # [B, Nkv, P, D]
-        if past is not None:
-            kept = np.arange(past.shape[2]) < past_lengths[:, None]  # [B, L]
-            present[:, :, : past.shape[2]] = np.where(kept[:, None, :, None], past, 0)
-        rows = np.arange(batch)[:, None]  # [B, 1]
-        present[rows, :, positions] = new.transpose(0, 2, 1, 3)  # indexed view is [B, S, Nkv, D]
-        return present
 
     @staticmethod
     def _reject_unsupported(
@@ -168,15 +195,138 @@ class GroupQueryAttention(ContribOp):
         ]:
             if tensor is not None:
                 raise unsupported(op, "input", name)
+        if sliding_window_cache not in (0, 1):
+            raise ValueError(f"{op}: sliding_window_cache must be 0 or 1, not {sliding_window_cache!r}.")
         if past_key is not None and past_key.dtype.kind != "f":
             raise unsupported(op, "quantized past_key dtype", str(past_key.dtype))
         for name, attribute, default in [
             ("qk_output", qk_output, 0),
             ("causal", causal, 1),
-            ("sliding_window_cache", sliding_window_cache, 0),
             ("k_quant_type", k_quant_type, "NONE"),
             ("v_quant_type", v_quant_type, "NONE"),
             ("kv_cache_bit_width", kv_cache_bit_width, 0),
         ]:
             if attribute != default:
                 raise unsupported(op, name, attribute)
+
+
+def full_cache(past_key, past_value, k, v, past_lengths, positions, total_length):
+    """The keys and values to attend, each slot's absolute position being its index, and the presents:
+    both are the past's valid slots with the new tokens after them -> (keys, values, first key
+    positions [B] (zeros), present_key, present_value), keys and presents [B, Nkv, P, D]."""
+    cache_length = 0 if past_key is None else past_key.shape[2]
+    present_length = max(total_length, cache_length)
+    if positions.max() >= present_length:
+        raise ValueError(
+            f"GroupQueryAttention: new tokens reach cache position {positions.max()} but present holds "
+            f"{present_length} slots (total_sequence_length={total_length}, past_key has {cache_length})."
+        )
+    present_key = write_cache(past_key, k, past_lengths, present_length)  # [B, Nkv, P, D]
+    present_value = write_cache(past_value, v, past_lengths, present_length)  # [B, Nkv, P, D]
+    return present_key, present_value, np.zeros_like(past_lengths), present_key, present_value
+
+
+def windowed_cache(past_key, past_value, k, v, past_lengths, valid_lengths, window):
+    """The keys and values to attend: each row's resident past followed by its new tokens, slot j holding
+    absolute position first[b] + j; and the presents, their newest L(T) slots moved to the front ->
+    (keys, values [B, Nkv, K, D], first [B], present_key, present_value [B, Nkv, C, D])."""
+    capacity = check_window_cache(past_key, past_value, window)
+    resident_past = resident_lengths(past_lengths, capacity, window)  # [B]
+    staged_length = resident_past.max() + k.shape[2]
+    keys = write_cache(past_key, k, resident_past, staged_length)  # [B, Nkv, K, D]
+    values = write_cache(past_value, v, resident_past, staged_length)  # [B, Nkv, K, D]
+    first_key_positions = past_lengths - resident_past  # [B]
+    staged = valid_lengths - first_key_positions  # [B], valid key slots per row
+    resident = resident_lengths(valid_lengths, capacity, window)  # [B]
+    present_key = keep_newest(keys, staged, resident, capacity)  # [B, Nkv, C, D]
+    present_value = keep_newest(values, staged, resident, capacity)  # [B, Nkv, C, D]
+    return keys, values, first_key_positions, present_key, present_value
+
+
+def write_cache(past, new, past_lengths, length):
+    """`length` cache slots per row: its first past_b slots of `past`, its S new tokens after them, zeros
+    after those -> [B, Nkv, length, D]."""
+    batch, heads, new_length, head_size = new.shape
+    present = np.zeros((batch, heads, length, head_size), new.dtype)  # [B, Nkv, length, D]
+    if past is not None:
+        copied = min(past.shape[2], length)
+        kept = np.arange(copied) < past_lengths[:, None]  # [B, copied]
+        present[:, :, :copied] = np.where(kept[:, None, :, None], past[:, :, :copied], 0)
+    rows = np.arange(batch)[:, None]  # [B, 1]
+    slots = past_lengths[:, None] + np.arange(new_length)  # [B, S]
+    present[rows, :, slots] = new.transpose(0, 2, 1, 3)  # indexed view is [B, S, Nkv, D]
+    return present
+
+
+def allowed_keys(positions, valid_lengths, first_key_positions, key_length, window):
+    """True where query s of row b may attend key slot j -> [B, 1, S, K]. Slot j holds absolute position
+    first_key_positions[b] + j: causal, within the local window, and a valid token of the row (which
+    only rules out the padding of a batched first prompt)."""
+    relative = positions - first_key_positions[:, None]  # [B, S], query positions counted from slot 0
+    allowed = causal_mask(relative, key_length, window)  # [B, S, K]
+    allowed &= np.arange(key_length) < (valid_lengths - first_key_positions)[:, None, None]
+    return allowed[:, None]  # [B, 1, S, K]
+
+
+def attention_bias_at(attention_bias, first_key_positions, key_length):
+    """The columns of attention_bias ([B or 1, N or 1, S, total], indexed by absolute key position) for
+    the key slots -> [B, N or 1, S, K]; 0 without one. Slots past `total` read its last column: they
+    are masked anyway."""
+    if attention_bias is None:
+        return np.float32(0)
+    batch = len(first_key_positions)
+    columns = first_key_positions[:, None] + np.arange(key_length)  # [B, K]
+    columns = np.minimum(columns, attention_bias.shape[-1] - 1)[:, None, None, :]  # [B, 1, 1, K]
+    full = np.broadcast_to(attention_bias, (batch, *attention_bias.shape[1:]))  # [B, N or 1, S, total]
+    return np.take_along_axis(full, columns, axis=-1)  # [B, N or 1, S, K]
+
+
+def resident_lengths(total_lengths, capacity, window):
+    """L(T): how many of a row's T newest positions a windowed cache of `capacity` slots holds ([B]).
+
+    It fills up to its capacity, then evicts G = capacity - window + 1 positions at a time, keeping
+    the window's window - 1 newest (the next query's past) at the front.
+    """
+    evicted_at_once = capacity - window + 1  # G
+    compactions = -(-(total_lengths - capacity) // evicted_at_once)  # [B], ceil((T - C) / G)
+    return np.where(total_lengths <= capacity, total_lengths, total_lengths - evicted_at_once * compactions)
+
+
+def keep_newest(keys, staged_lengths, resident, capacity):
+    """The windowed present: each row's `resident` newest valid key slots moved to slots [0, resident),
+    zeros after them -> [B, Nkv, C, D]. `keys` ([B, Nkv, K, D]) holds staged_lengths[b] valid slots."""
+    first = (staged_lengths - resident)[:, None] + np.arange(capacity)  # [B, C], source slot of each slot
+    kept = np.arange(capacity) < resident[:, None]  # [B, C]
+    source = np.clip(first, 0, keys.shape[2] - 1)[:, None, :, None]  # [B, 1, C, 1]
+    newest = np.take_along_axis(keys, source, axis=2)  # [B, Nkv, C, D]
+    return np.where(kept[:, None, :, None], newest, 0).astype(keys.dtype)
+
+
+def windowed_past_lengths(valid_lengths, new_length):
+    """Each row's tokens before this step, for a windowed cache, where onnxruntime places the new tokens
+    at the end of every row: a row with fewer valid tokens than the step has is refused."""
+    past_lengths = valid_lengths - new_length  # [B]
+    if past_lengths.min() < 0:
+        row = int(past_lengths.argmin())
+        raise ValueError(
+            f"GroupQueryAttention: seqlens_k[{row}] = {valid_lengths[row] - 1} is too small for sequence_length "
+            f"{new_length} with sliding_window_cache=1 (a batched prompt cannot be right-padded)."
+        )
+    return past_lengths
+
+
+def check_window_cache(past_key, past_value, window):
+    """The capacity C of a windowed cache, refusing what onnxruntime refuses."""
+    op = "GroupQueryAttention"
+    if window <= 0:
+        raise ValueError(f"{op}: sliding_window_cache=1 needs local_window_size > 0, not {window}.")
+    if past_key is None or past_value is None:
+        raise ValueError(f"{op}: sliding_window_cache=1 needs past_key and past_value (the window-sized buffers).")
+    if past_value.shape != past_key.shape:
+        raise ValueError(f"{op}: past_value {list(past_value.shape)} and past_key {list(past_key.shape)} differ.")
+    if past_key.shape[2] < window:
+        raise ValueError(
+            f"{op}: sliding_window_cache=1 with a cache of {past_key.shape[2]} slots, fewer than "
+            f"local_window_size={window}."
+        )
+    return past_key.shape[2]
