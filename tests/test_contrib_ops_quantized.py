@@ -164,3 +164,202 @@ def test_gather_block_quantized_rejects_bad_input(change, error, message):
     indices, scales = arguments.pop("indices"), arguments.pop("scales")
     with pytest.raises(error, match=message):
         reference_gather(data, **arguments, quantize_axis=1)(indices, scales)
+
+
+# --- MoE and QMoE ------------------------------------------------------------------------------
+# Float32 GEMMs whose sums onnxruntime orders its own way: equal within float32 rounding, relative to
+# the output's largest value.
+
+MOE_RTOL = 1e-6
+GPT_OSS = dict(  # the attributes the builder writes for gpt-oss (GPTOSSModel and gpt-oss's swiglu_limit)
+    activation_type="swiglu", swiglu_fusion=1, activation_alpha=1.702, activation_beta=1.0, swiglu_limit=7.0,
+    normalize_routing_weights=1, use_sparse_mixer=0,
+)
+
+
+def assert_close_to_float32(expected, actual, rtol=MOE_RTOL):
+    (want,), (got,) = expected, actual
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=0, atol=rtol * np.abs(want).max())
+
+
+def moe_inputs(rng, tokens_shape, hidden, inter, experts, swiglu, biases, weight_scale=0.3):
+    """input [*tokens_shape, hidden] and router logits [tokens, experts] (both fed), then the float expert weights."""
+    fc1_rows = 2 * inter if swiglu else inter
+    tokens = int(np.prod(tokens_shape))
+    return [
+        ("input", rng.standard_normal((*tokens_shape, hidden)).astype(np.float32)),
+        ("router_probs", rng.standard_normal((tokens, experts)).astype(np.float32)),
+        ("fc1_experts_weights", (weight_scale * rng.standard_normal((experts, fc1_rows, hidden))).astype(np.float32)),
+        ("fc1_experts_bias", rng.standard_normal((experts, fc1_rows)).astype(np.float32) if biases else None),
+        ("fc2_experts_weights", (weight_scale * rng.standard_normal((experts, hidden, inter))).astype(np.float32)),
+        ("fc2_experts_bias", rng.standard_normal((experts, hidden)).astype(np.float32) if biases else None),
+    ]
+
+
+MOE_WEIGHTS = ("fc1_experts_weights", "fc1_experts_bias", "fc2_experts_weights", "fc2_experts_bias")
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+@pytest.mark.parametrize("biases", [True, False], ids=["biases", "no_biases"])
+@pytest.mark.parametrize("tokens_shape", [(2, 5), (1, 1)], ids=["prompt", "decode"])
+def test_moe_as_the_builder_writes_it_for_gpt_oss(k, biases, tokens_shape):
+    """[batch, sequence, hidden] input, router logits [batch * sequence, experts]; weights large enough
+    that swiglu_limit clamps both halves of fc1's output."""
+    rng = np.random.default_rng(30 + k)
+    inputs = moe_inputs(rng, tokens_shape, 32, 24, 8, swiglu=True, biases=biases, weight_scale=2.0)
+    fc1_outputs = np.einsum("...h,erh->e...r", inputs[0][1], inputs[2][1])  # [experts, ..., 2 * inter]
+    assert (fc1_outputs > 7).any() and (fc1_outputs < -7).any()
+    expected, actual = run_both("MoE", inputs, initializers=MOE_WEIGHTS, k=k, **GPT_OSS)
+    assert_close_to_float32(expected, actual)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "silu", "identity", "swiglu"])
+@pytest.mark.parametrize("normalize", [0, 1])
+def test_moe_activations_and_routing(activation, normalize):
+    """Without normalize_routing_weights an expert's weight is its softmax probability over all experts."""
+    rng = np.random.default_rng(31)
+    swiglu = activation == "swiglu"
+    inputs = moe_inputs(rng, (6,), 16, 8, 6, swiglu=swiglu, biases=True)
+    attributes = dict(activation_type=activation, k=3, normalize_routing_weights=normalize)
+    if swiglu:  # onnxruntime's defaults: alpha 1, beta 0, no limit; its CPU kernel wants interleaving
+        attributes["swiglu_fusion"] = 1
+    assert_close_to_float32(*run_both("MoE", inputs, initializers=MOE_WEIGHTS, **attributes))
+
+
+def test_moe_router_ties_rank_the_higher_expert_first():
+    """Equal router logits: onnxruntime's partial_sort on (probability, expert) with std::greater takes the
+    highest-numbered experts. A rule picking the lowest would mix other experts' outputs."""
+    rng = np.random.default_rng(32)
+    inputs = moe_inputs(rng, (3,), 16, 8, 5, swiglu=True, biases=True)
+    inputs[1] = ("router_probs", np.array([[0, 0, 0, 0, 0], [1, 2, 2, 1, 0], [3, 3, 3, 1, 3]], np.float32))
+    expected, actual = run_both("MoE", inputs, initializers=MOE_WEIGHTS, k=2, **GPT_OSS)
+    assert_close_to_float32(expected, actual)
+
+
+def qmoe_inputs(rng, tokens, hidden, inter, experts, bits, block_size, zero_points=False, exact=False):
+    """QMoE's inputs as the builder writes them for the CPU: MatMulNBits-packed experts [experts, rows,
+    in * bits / 8], scales [experts, rows, in / block_size] ([experts, rows] without a block size), biases.
+
+    exact: small integer inputs and power-of-two scales, so that every float32 sum before an int8 rounding
+    is exact whatever its order, and the rounding lands identically on any CPU."""
+    per_byte = 8 // bits
+
+    def layer(rows, inputs):
+        blocks = 1 if block_size is None else inputs // block_size
+        shape = (experts, rows, blocks) if block_size else (experts, rows)
+        scales = (2.0 ** rng.integers(-7, -4, shape) if exact else rng.uniform(-0.05, 0.05, shape)).astype(np.float32)
+        zero = pack_bits(rng.integers(0, 2**bits, (experts, rows, blocks)), bits) if zero_points else None
+        return pack_bits(rng.integers(0, 2**bits, (experts, rows, inputs)), bits), scales, zero
+
+    def values(*shape):
+        return (rng.integers(-4, 5, shape) * (1 if exact else 0.25) / per_byte).astype(np.float32)
+
+    fc1, fc1_scales, fc1_zero = layer(2 * inter, hidden)
+    fc2, fc2_scales, fc2_zero = layer(hidden, inter)
+    return [
+        ("input", values(1, tokens, hidden) if exact else rng.standard_normal((1, tokens, hidden)).astype(np.float32)),
+        ("router_probs", rng.standard_normal((tokens, experts)).astype(np.float32)),
+        ("fc1_experts_weights", fc1), ("fc1_scales", fc1_scales), ("fc1_experts_bias", values(experts, 2 * inter)),
+        ("fc2_experts_weights", fc2), ("fc2_scales", fc2_scales), ("fc2_experts_bias", values(experts, hidden)),
+        ("fc3_experts_weights", None), ("fc3_scales", None), ("fc3_experts_bias", None),
+        ("fc1_zero_points", fc1_zero), ("fc2_zero_points", fc2_zero),
+    ]  # fmt: skip
+
+
+QMOE_CONSTANTS = (
+    "fc1_experts_weights", "fc1_scales", "fc1_experts_bias", "fc2_experts_weights", "fc2_scales", "fc2_experts_bias",
+    "fc1_zero_points", "fc2_zero_points",
+)  # fmt: skip
+
+
+def run_qmoe(inputs, bits, block_size, k=4, **attributes):
+    if block_size is not None:
+        attributes["block_size"] = block_size
+    return run_both(
+        "QMoE", inputs, initializers=QMOE_CONSTANTS, expert_weight_bits=bits, k=k, **(GPT_OSS | attributes)
+    )
+
+
+@pytest.mark.parametrize("block_size", [32, 64, 128, None], ids=["block32", "block64", "block128", "per_row"])
+@pytest.mark.parametrize("k", [2, 4])
+def test_qmoe_int4_as_the_builder_writes_it_for_gpt_oss(block_size, k):
+    """4-bit experts, symmetric (no zero points): dequantized, then multiplied in float32."""
+    inputs = qmoe_inputs(np.random.default_rng(33 + k), 5, 128, 128, 8, 4, block_size)
+    assert_close_to_float32(*run_qmoe(inputs, 4, block_size, k=k))
+
+
+@pytest.mark.parametrize(
+    "bits, block_size, accuracy_level, zero_points",
+    [(8, 32, 0, False), (8, 64, 0, True), (8, 32, 1, False), (4, 32, 4, False), (4, 64, 4, True), (8, None, 0, False)],
+    ids=["int8_block32", "int8_block64_zero_points", "int8_fp32_level", "int4_level4", "int4_level4_zero_points",
+         "int8_per_row"],
+)  # fmt: skip
+def test_qmoe_int8_activations(bits, block_size, accuracy_level, zero_points):
+    """Block-wise 8-bit experts, and 4-bit ones at accuracy_level 4, take their inputs rounded to int8 per
+    block (MatMulNBits's accuracy_level 4); per-row 8-bit experts are multiplied in float32."""
+    inputs = qmoe_inputs(np.random.default_rng(34), 5, 128, 64, 6, bits, block_size, zero_points, exact=True)
+    expected, actual = run_qmoe(inputs, bits, block_size, accuracy_level=accuracy_level, normalize_routing_weights=0)
+    assert_close_to_float32(expected, actual)
+
+
+def test_qmoe_int8_activations_are_not_float32():
+    """The accuracy_level 4 case above could not tell int8 activations from float32 ones if they agreed."""
+    inputs = qmoe_inputs(np.random.default_rng(34), 5, 128, 64, 6, 4, 32, exact=True)
+    (int8,), _ = run_qmoe(inputs, 4, 32, accuracy_level=4)
+    (float32,), _ = run_qmoe(inputs, 4, 32, accuracy_level=0)
+    assert np.abs(int8 - float32).max() > 100 * MOE_RTOL * np.abs(float32).max()
+
+
+def run_reference_moe(inputs, op_type="MoE", **attributes):
+    """The reference kernel alone on one node; every input fed."""
+    names = [name if array is not None else "" for name, array in inputs]
+    feeds = {name: array for name, array in inputs if array is not None}
+    node = helper.make_node(op_type, names, ["y"], domain="com.microsoft", **attributes)
+    return ReferenceEvaluator(make_model([node], feeds, ["y"]), new_ops=CONTRIB_OPS).run(None, feeds)[0]
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (dict(swiglu_fusion=0), NotImplementedError, "swiglu_fusion=0"),
+        (dict(swiglu_fusion=2), NotImplementedError, "swiglu_fusion=2"),
+        (dict(use_sparse_mixer=1), NotImplementedError, "use_sparse_mixer=1"),
+        (dict(activation_type="gelu_new"), NotImplementedError, "activation_type='gelu_new'"),
+        (dict(k=9), ValueError, r"router_probs of shape \(4, 8\) must be \[tokens, experts >= k=9\]"),
+        (dict(k=0), ValueError, "k=0 must be at least 1"),
+        (dict(fc3_experts_weights=np.ones((8, 24, 32), np.float32)), NotImplementedError, "fc3"),
+        (dict(fc2_experts_bias=np.ones((8, 24), np.float32)), ValueError, r"fc2_experts_bias has shape \(8, 24\)"),
+        (dict(router_probs=np.ones((5, 8), np.float32)), ValueError, "4 tokens but router_probs has 5 rows"),
+        (dict(input=np.ones((4, 32), np.float16)), NotImplementedError, "input dtype='float16'"),
+    ],
+    ids=["fusion0", "fusion2", "sparse_mixer", "activation", "k_above_experts", "k_zero", "fc3", "bias_shape",
+         "router_rows", "float16"],
+)  # fmt: skip
+def test_moe_rejects_what_onnxruntime_cannot_compute(change, error, message):
+    inputs = dict(moe_inputs(np.random.default_rng(35), (4,), 32, 24, 8, swiglu=True, biases=True))
+    inputs["fc3_experts_weights"] = None
+    attributes = dict(GPT_OSS, k=2)
+    for name in list(change):
+        (inputs if name in inputs else attributes)[name] = change.pop(name)
+    with pytest.raises(error, match=message):
+        run_reference_moe(list(inputs.items()), **attributes)
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        (dict(expert_weight_bits=2), NotImplementedError, "expert_weight_bits=2"),
+        (dict(block_size=48), ValueError, "block_size=48 must be a power of 2"),
+        (dict(block_size=256), ValueError, r"dividing hidden \(128\) and inter \(64\)"),
+        (dict(fc1_scales=np.ones((6, 128, 2), np.float32)), ValueError, r"fc1_scales has shape \(6, 128, 2\)"),
+    ],
+    ids=["bits", "block_size", "block_size_too_large", "scales_shape"],
+)  # fmt: skip
+def test_qmoe_rejects_bad_quantization(change, error, message):
+    inputs = dict(qmoe_inputs(np.random.default_rng(36), 3, 128, 64, 6, 4, 32))
+    attributes = dict(GPT_OSS, k=2, expert_weight_bits=4, block_size=32)
+    for name in list(change):
+        (inputs if name in inputs else attributes)[name] = change.pop(name)
+    with pytest.raises(error, match=message):
+        run_reference_moe(list(inputs.items()), "QMoE", **attributes)

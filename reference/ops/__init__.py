@@ -11,6 +11,7 @@ from .gelu import FastGelu, QuickGelu
 from .group_query_attention import GroupQueryAttention
 from .layer_norms import SimplifiedLayerNormalization, SkipLayerNormalization, SkipSimplifiedLayerNormalization
 from .matmul_nbits import MatMulNBits
+from .moe import MoE, QMoE
 from .multi_head_attention import MultiHeadAttention
 from .rotary_embedding import RotaryEmbedding
 
@@ -22,7 +23,9 @@ CONTRIB_OPS = [
     GatherBlockQuantized,
     GroupQueryAttention,
     MatMulNBits,
+    MoE,
     MultiHeadAttention,
+    QMoE,
     QuickGelu,
     RotaryEmbedding,
     SimplifiedLayerNormalization,
