@@ -9,11 +9,13 @@ import tracemalloc
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import helper
 from onnx.reference import ReferenceEvaluator
 
 from gentwin.reference.ops import CONTRIB_OPS
-from tests.test_contrib_ops import make_model, pack_bits, run_both
+from tests.test_contrib_ops import make_model, pack_bits, run_both, run_model
 
 # --- GatherBlockQuantized ----------------------------------------------------------------------
 # One float32 product per value, then a cast to the scales' dtype: the outputs must be bit-identical.
@@ -66,7 +68,7 @@ def test_gather_block_quantized_as_the_builder_writes_it(bits, block_size, zero_
     [
         dict(width=48, block_size=32, bits=4),  # the row ends in a partial block
         dict(width=40, block_size=16, bits=8, zero_points=True),
-        dict(width=96, block_size=64, bits=4, zero_points=True),  # an odd block count: the last zero point byte half used
+        dict(width=96, block_size=64, bits=4, zero_points=True),  # odd block count: a half-used zero point byte
         dict(width=64, block_size=16, bits=2, zero_points=True),
         dict(width=64, block_size=32, bits=4, index_dtype=np.int32),
         dict(width=64, block_size=32, bits=4, rank=3),  # [experts, rows, packed] gathered along 0, quantized along -1
@@ -84,6 +86,55 @@ def test_gather_block_quantized_uint8_variants(case):
         data, indices, scales, zero, bits=bits, block_size=block_size, gather_axis=0, quantize_axis=-1
     )
     assert_identical(expected, actual)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    bits=st.sampled_from([2, 4, 8]), block_size=st.sampled_from([16, 32, 64, 128, 256]), blocks=st.integers(1, 3),
+    rows=st.integers(1, 40), indices_shape=st.lists(st.integers(1, 4), max_size=2), zero_points=st.booleans(),
+    scale_dtype=st.sampled_from([np.float32, np.float16]), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_gather_block_quantized_random_shapes(bits, block_size, blocks, rows, indices_shape, zero_points, scale_dtype,
+                                              seed):  # fmt: skip
+    """Any table height, any number of (whole) blocks a row, scalar to rank-2 indices."""
+    rng = np.random.default_rng(seed)
+    data, scales, zero = quantized_table(rng, rows, blocks * block_size, bits, block_size, zero_points, scale_dtype)
+    indices = rng.integers(-rows, rows, indices_shape).astype(np.int64)
+    expected, actual = run_gather_block_quantized(
+        data, indices, scales, zero, bits=bits, block_size=block_size, gather_axis=0, quantize_axis=1
+    )
+    assert_identical(expected, actual)
+
+
+def test_tied_int4_embedding_as_the_builder_writes_it():
+    """The tied embedding and LM head of an int4 build whose hidden size (40) is not a whole number of blocks
+    (32): MatMulNBits reads lm_head.MatMul.weight_Q4 [vocab, blocks, 16]; a Reshape to [vocab, 32] feeds
+    GatherBlockQuantized, whose padded rows a Slice cuts back to the hidden size."""
+    rng = np.random.default_rng(24)
+    vocab, hidden, block_size = 50, 40, 32
+    blocks = -(-hidden // block_size)
+    constants = {
+        "lm_head.MatMul.weight_Q4": pack_bits(rng.integers(0, 16, (vocab, blocks, block_size)), 4),
+        "lm_head.MatMul.weight_scales": rng.uniform(-0.1, 0.1, (vocab, blocks)).astype(np.float32),
+        "flat_shape": np.array([vocab, blocks * block_size // 2], np.int64),
+        "starts": np.array([0], np.int64), "ends": np.array([hidden], np.int64), "axes": np.array([-1], np.int64),
+    }  # fmt: skip
+    nodes = [
+        helper.make_node("Reshape", ["lm_head.MatMul.weight_Q4", "flat_shape"], ["table"]),
+        helper.make_node(
+            "GatherBlockQuantized", ["table", "input_ids", "lm_head.MatMul.weight_scales"], ["padded"],
+            domain="com.microsoft", bits=4, block_size=block_size, gather_axis=0, quantize_axis=1,
+        ),
+        helper.make_node("Slice", ["padded", "starts", "ends", "axes"], ["embeddings"]),
+        helper.make_node(
+            "MatMulNBits", ["embeddings", "lm_head.MatMul.weight_Q4", "lm_head.MatMul.weight_scales"], ["logits"],
+            domain="com.microsoft", K=hidden, N=vocab, bits=4, block_size=block_size, accuracy_level=0,
+        ),
+    ]  # fmt: skip
+    feeds = {"input_ids": rng.integers(0, vocab, (2, 6)).astype(np.int64)}
+    expected, actual = run_model(make_model(nodes, feeds, ["embeddings", "logits"], constants), feeds)
+    assert_identical(expected[:1], actual[:1])
+    np.testing.assert_allclose(actual[1], expected[1], rtol=1e-5, atol=1e-5)
 
 
 def nibble_table(rng, shape, quantize_axis, block_size, dtype, zero_points):
@@ -235,6 +286,20 @@ def test_moe_router_ties_rank_the_higher_expert_first():
     inputs[1] = ("router_probs", np.array([[0, 0, 0, 0, 0], [1, 2, 2, 1, 0], [3, 3, 3, 1, 3]], np.float32))
     expected, actual = run_both("MoE", inputs, initializers=MOE_WEIGHTS, k=2, **GPT_OSS)
     assert_close_to_float32(expected, actual)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    tokens=st.integers(1, 9), hidden=st.integers(1, 24), inter=st.integers(1, 24), experts=st.integers(1, 9),
+    data=st.data(), seed=st.integers(0, 2**16),
+)  # fmt: skip
+def test_moe_random_shapes(tokens, hidden, inter, experts, data, seed):
+    k = data.draw(st.integers(1, experts), label="k")
+    biases = data.draw(st.booleans(), label="biases")
+    normalize = data.draw(st.sampled_from([0, 1]), label="normalize_routing_weights")
+    inputs = moe_inputs(np.random.default_rng(seed), (tokens,), hidden, inter, experts, swiglu=True, biases=biases)
+    attributes = dict(GPT_OSS, k=k, normalize_routing_weights=normalize)
+    assert_close_to_float32(*run_both("MoE", inputs, initializers=MOE_WEIGHTS, **attributes))
 
 
 def qmoe_inputs(rng, tokens, hidden, inter, experts, bits, block_size, zero_points=False, exact=False):

@@ -34,7 +34,8 @@ class GatherBlockQuantized(ContribOp):
     """
 
     def _run(self, data, indices, scales, zero_points=None, bits=4, block_size=128, gather_axis=0, quantize_axis=1):
-        gather_axis, quantize_axis = check_layout(data, scales, zero_points, bits, block_size, gather_axis, quantize_axis)
+        axes = check_layout(data, scales, zero_points, bits, block_size, gather_axis, quantize_axis)
+        gather_axis, quantize_axis = axes
         indices = wrapped_indices(indices, data.shape[gather_axis])
         quantized = gathered_values(data, indices, gather_axis, bits)  # the output's shape
         # the output's quantize axis, once the indices' axes replace the gather axis

@@ -29,8 +29,10 @@ class MoE(ContribOp):
         inter = fc2_experts_weights.shape[-1]
         fc1_rows, hidden = settings.fc1_rows(inter), settings.hidden
         check_shapes("MoE", settings, router_probs, {
-            "fc1_experts_weights": (fc1_experts_weights, fc1_rows, hidden), "fc1_experts_bias": (fc1_experts_bias, fc1_rows),
-            "fc2_experts_weights": (fc2_experts_weights, hidden, inter), "fc2_experts_bias": (fc2_experts_bias, hidden),
+            "fc1_experts_weights": (fc1_experts_weights, fc1_rows, hidden),
+            "fc1_experts_bias": (fc1_experts_bias, fc1_rows),
+            "fc2_experts_weights": (fc2_experts_weights, hidden, inter),
+            "fc2_experts_bias": (fc2_experts_bias, hidden),
         })  # fmt: skip
 
         def expert_network(expert, tokens):
@@ -65,23 +67,20 @@ class QMoE(ContribOp):
         bits = expert_weight_bits
         if bits not in (4, 8):
             raise unsupported("QMoE", "expert_weight_bits", bits)
-        if router_weights is not None:
-            raise unsupported("QMoE", "input", "router_weights")
-        for name, packed in (("fc1_experts_weights", fc1_experts_weights), ("fc2_experts_weights", fc2_experts_weights),
-                             ("fc1_zero_points", fc1_zero_points), ("fc2_zero_points", fc2_zero_points)):  # fmt: skip
-            if packed is not None and packed.dtype != np.uint8:
-                raise unsupported("QMoE", f"{name} dtype", str(packed.dtype))
         hidden, inter = settings.hidden, fc2_experts_weights.shape[-1] * 8 // bits
         fc1_rows = settings.fc1_rows(inter)
-        if block_size is not None and (block_size < 16 or block_size & (block_size - 1) or (hidden | inter) % block_size):
-            raise ValueError(
-                f"QMoE: block_size={block_size} must be a power of 2, at least 16, dividing hidden ({hidden}) and "
-                f"inter ({inter})."
-            )
+        check_quantization(block_size, hidden, inter, router_weights, {
+            "fc1_experts_weights": fc1_experts_weights, "fc2_experts_weights": fc2_experts_weights,
+            "fc1_zero_points": fc1_zero_points, "fc2_zero_points": fc2_zero_points,
+        })  # fmt: skip
         check_shapes("QMoE", settings, router_probs, {
             "fc1_experts_bias": (fc1_experts_bias, fc1_rows), "fc2_experts_bias": (fc2_experts_bias, hidden),
-            **quantized_shapes("fc1", fc1_experts_weights, fc1_scales, fc1_zero_points, fc1_rows, hidden, bits, block_size),
-            **quantized_shapes("fc2", fc2_experts_weights, fc2_scales, fc2_zero_points, hidden, inter, bits, block_size),
+            **quantized_shapes(
+                "fc1", fc1_experts_weights, fc1_scales, fc1_zero_points, (fc1_rows, hidden), bits, block_size
+            ),
+            **quantized_shapes(
+                "fc2", fc2_experts_weights, fc2_scales, fc2_zero_points, (hidden, inter), bits, block_size
+            ),
         })  # fmt: skip
         int8_inputs = block_size is not None and (bits == 8 or accuracy_level == 4)
 
@@ -96,8 +95,26 @@ class QMoE(ContribOp):
         return (mixture(input, chosen, weights, expert_network),)
 
 
-def quantized_shapes(layer, weights, scales, zero_points, rows, inputs, bits, block_size):
+def check_quantization(block_size, hidden, inter, router_weights, packed):
+    """Raise unless the arrays in `packed` (name -> array or None) are uint8, router_weights is absent and
+    block_size, if set, is a power of 2 from 16 up that divides both layers' inputs."""
+    if router_weights is not None:
+        raise unsupported("QMoE", "input", "router_weights")
+    for name, array in packed.items():
+        if array is not None and array.dtype != np.uint8:
+            raise unsupported("QMoE", f"{name} dtype", str(array.dtype))
+    if block_size is None:
+        return
+    if block_size < 16 or block_size & (block_size - 1) or hidden % block_size or inter % block_size:
+        raise ValueError(
+            f"QMoE: block_size={block_size} must be a power of 2, at least 16, dividing hidden ({hidden}) and "
+            f"inter ({inter})."
+        )
+
+
+def quantized_shapes(layer, weights, scales, zero_points, rows_and_inputs, bits, block_size):
     """check_shapes's entries for one quantized layer of `rows` outputs over `inputs` values."""
+    rows, inputs = rows_and_inputs
     blocks = 1 if block_size is None else inputs // block_size
     return {
         f"{layer}_experts_weights": (weights, rows, inputs * bits // 8),
