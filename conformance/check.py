@@ -174,6 +174,7 @@ def check(impl_name: str, oracle_name: str, model_dirs: list[Path], examples: in
     out = out or sys.stdout
     if examples < 0:
         raise GentwinError(f"--examples must be 0 or more, got {examples}")
+    started = time.perf_counter()
     impl, oracle = import_implementation(impl_name), import_implementation(oracle_name)
     print(f"gentwin check: {impl_name} against the oracle {oracle_name}, {examples} generated scenarios per "
           f"model and family (seed {run_seed})", file=out, flush=True)
@@ -185,7 +186,9 @@ def check(impl_name: str, oracle_name: str, model_dirs: list[Path], examples: in
             cells[Path(folder).name, family.name] = cell
             print(f"  {Path(folder).name:<22} {family.name:<11} {_counts(cell)}  {cell.seconds:5.1f}s",
                   file=out, flush=True)
-    return report(cells, impl_name, oracle_name, model_dirs, run_seed, out)
+    passed = report(cells, impl_name, oracle_name, model_dirs, run_seed, out)
+    print(f"gentwin check took {time.perf_counter() - started:.0f} s", file=out)
+    return passed
 
 
 def _counts(cell: Cell) -> str:

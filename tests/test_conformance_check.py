@@ -32,6 +32,7 @@ def test_a_sound_implementation_passes_on_the_bundled_fixtures(impl, capsys):
     assert sorted(rows) == FIXTURES
     assert all(re.fullmatch(r"\d+/0/\d+", cell) for cells in rows.values() for cell in cells), table
     assert "DIVERGED" not in out
+    assert re.search(r"^gentwin check took \d+ s$", out, re.MULTILINE)  # what the README's timing refers to
 
 
 def test_the_same_seed_generates_the_same_scenarios_whatever_is_imported(tmp_path, monkeypatch):
