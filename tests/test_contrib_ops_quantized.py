@@ -218,10 +218,12 @@ def test_gather_block_quantized_rejects_bad_input(change, error, message):
 
 
 # --- MoE and QMoE ------------------------------------------------------------------------------
-# Float32 GEMMs whose sums onnxruntime orders its own way: equal within float32 rounding, relative to
-# the output's largest value.
+# Float32 GEMMs whose sums onnxruntime orders its own way (MLAS's kernels differ between CPUs): equal
+# within float32 rounding, relative to the output's largest value. Measured here: at most 4.6e-7; each
+# mistake tried on purpose (no clamp, the other tie rule, MoE's routing for QMoE, float32 instead of int8
+# activations) is off by more than 1e-2.
 
-MOE_RTOL = 1e-6
+MOE_RTOL = 4e-6
 GPT_OSS = dict(  # the attributes the builder writes for gpt-oss (GPTOSSModel and gpt-oss's swiglu_limit)
     activation_type="swiglu", swiglu_fusion=1, activation_alpha=1.702, activation_beta=1.0, swiglu_limit=7.0,
     normalize_routing_weights=1, use_sparse_mixer=0,
