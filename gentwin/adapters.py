@@ -40,6 +40,7 @@ import weakref
 import numpy as np
 import onnx
 
+from gentwin import errors
 from gentwin.errors import GentwinError
 
 FILE_IDENTIFIER = b"TORT"
@@ -178,15 +179,17 @@ class Adapters:
     def __init__(self, model):
         extra_inputs = getattr(model, "extra_inputs", None)
         if extra_inputs is None:
-            raise TypeError(f"Adapters takes a Model, got {type(model).__name__}")
+            raise errors.ArgumentTypeError(f"Adapters takes a Model, got {type(model).__name__}")
         self._extra_inputs = extra_inputs
         self._parameters: dict[str, dict[str, np.ndarray]] = {}
         self._users: dict[str, weakref.WeakSet] = {}  # the live generators that activated each adapter
 
     def load(self, path: str | os.PathLike, name: str) -> None:
         """Read the adapter file at PATH and keep it under NAME, checked against the model's inputs."""
-        if not isinstance(name, str):
-            raise TypeError(f"the adapter name must be a str, got {type(name).__name__}")
+        if not isinstance(path, (str, os.PathLike)):
+            raise errors.ArgumentTypeError(f"Adapters.load: path must be a str or os.PathLike, "
+                                           f"got {errors.shown(path)}")
+        errors.text(name, "Adapters.load: the adapter name")
         if name in self._parameters:
             raise AdapterError(f"an adapter named {name!r} is already loaded")
         where = f"adapter {name!r} ({os.fspath(path)})"
@@ -196,7 +199,7 @@ class Adapters:
         self._users[name] = weakref.WeakSet()
 
     def unload(self, name: str) -> None:
-        users = self._users.get(name)
+        users = self._users.get(errors.text(name, "Adapters.unload: the adapter name"))
         if users is None:
             raise AdapterError(f"no adapter named {name!r} is loaded; loaded: {sorted(self._parameters)}")
         if users:
@@ -206,7 +209,7 @@ class Adapters:
 
     def activate(self, name: str, generator) -> dict[str, np.ndarray]:
         """The parameters of adapter NAME, now in use by GENERATOR for as long as it lives."""
-        if name not in self._parameters:
+        if errors.text(name, "set_active_adapter: the adapter name") not in self._parameters:
             raise AdapterError(f"no adapter named {name!r} is loaded; loaded: {sorted(self._parameters)}")
         if generator.model.extra_inputs.specs != self._extra_inputs.specs:
             raise AdapterError("these adapters were loaded for a model whose extra inputs differ from the "

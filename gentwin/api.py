@@ -20,7 +20,8 @@ from gentwin import search_options
 from gentwin.adapters import Adapters
 from gentwin.config import ConfigError, GenaiConfig, load_config
 from gentwin.devices import to_host
-from gentwin.errors import GentwinError
+from gentwin.errors import (ArgumentIndexError, ArgumentTypeError, ArgumentValueError, GentwinError, array, integer,
+                            shown, text)
 from gentwin.graph_inputs import ExtraInputs, read_input_specs
 from gentwin.sequences import Sequences, check_vocabulary_range, right_padded
 from gentwin.tensors import NamedTensors
@@ -36,25 +37,30 @@ class Config:
     """
 
     def __init__(self, path: str | os.PathLike):
+        if not isinstance(path, (str, os.PathLike)):
+            raise ArgumentTypeError(f"Config: the model folder must be a str or os.PathLike path, got {shown(path)}")
         self.genai = load_config(path)
         self.providers: list[str] = []
         self.provider_options: dict[str, dict[str, str]] = {}
         for provider, options in _configured_providers(self.genai.decoder.session_options):
             self.append_provider(provider)
             for key, value in options.items():
-                self.set_provider_option(provider, key, value)
+                self.set_provider_option(provider, key, str(value))
 
     def clear_providers(self) -> None:
         self.providers.clear()
 
     def append_provider(self, provider: str) -> None:
+        text(provider, "append_provider: provider")
         if provider not in self.providers:
             self.providers.append(provider)
         self.provider_options.setdefault(provider, {})
 
     def set_provider_option(self, provider: str, key: str, value: str) -> None:
+        for name, argument in (("provider", provider), ("key", key), ("value", value)):
+            text(argument, f"set_provider_option: {name}")
         self.append_provider(provider)
-        self.provider_options[provider][key] = str(value)
+        self.provider_options[provider][key] = value
 
 
 def _configured_providers(session_options: dict) -> list[tuple[str, dict]]:
@@ -89,6 +95,7 @@ class Model:
         Rows are batch_size * num_return_sequences; where beam search returns sequences of different
         lengths, the shorter ones are padded on the right with pad_token_id.
         """
+        _check_instance(params, GeneratorParams, "Model.generate", "params")
         warnings.warn("Model.generate was removed in onnxruntime-genai 0.6.0: create a Generator, append_tokens, "
                       "and call generate_next_token until is_done()", DeprecationWarning, stacklevel=2)
         if params.input_ids is None:
@@ -113,6 +120,7 @@ class GeneratorParams:
     """Search options for the generators made from it (onnxruntime_genai.GeneratorParams)."""
 
     def __init__(self, model: Model):
+        _check_instance(model, Model, "GeneratorParams", "model")
         self.model = model
         self.options = search_options.resolved(model.config.search)
         self.model_inputs: dict[str, np.ndarray] = {}
@@ -146,10 +154,8 @@ class GeneratorParams:
     def try_graph_capture_with_max_batch_size(self, max_batch_size: int) -> None:
         """0.5-era: accepted, and does nothing. Graph capture (CUDA graphs, DirectML) needs a GPU provider;
         gentwin.reference has none, and gentwin.fast does not capture graphs."""
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int):
-            raise TypeError(f"max_batch_size must be an int, got {type(max_batch_size).__name__}")
-        if max_batch_size < 0:
-            raise ValueError(f"max_batch_size must be 0 or more, got {max_batch_size}")
+        if integer(max_batch_size, "max_batch_size") < 0:
+            raise ArgumentValueError(f"max_batch_size must be 0 or more, got {max_batch_size}")
 
     def generator_options(self) -> dict:
         """The options a Generator starts from. 0.5-style input_ids [B, S] set batch_size to B, as the peer's did."""
@@ -166,7 +172,7 @@ class GeneratorParams:
     def input_ids(self, value) -> None:
         warnings.warn("GeneratorParams.input_ids was removed in onnxruntime-genai 0.6.0: create the Generator, "
                       "then call generator.append_tokens(input_ids)", DeprecationWarning, stacklevel=2)
-        self._deprecated_input_ids = value
+        self._deprecated_input_ids = token_array(value, "GeneratorParams.input_ids")
 
 
 class GeneratorSnapshot:
@@ -195,6 +201,11 @@ class Generator:
     """Generates tokens one step at a time (onnxruntime_genai.Generator)."""
 
     def __init__(self, model: Model, params: GeneratorParams):
+        _check_instance(model, Model, "Generator", "model")
+        _check_instance(params, GeneratorParams, "Generator", "params")
+        if params.model is not model:
+            raise ArgumentValueError("Generator: params were made for another Model (GeneratorParams(model) "
+                                     "reads that model's search defaults and inputs)")
         config = model.config
         options = params.generator_options()
         search_options.check_for_generator(options, config.context_length, config.vocab_size)
@@ -234,9 +245,7 @@ class Generator:
                                "set them with set_model_input before append_tokens")
         if self.fed_length < self.sequences.length:
             # The last generated token has not been through the model yet. The peer skips it here and leaves
-            # a hole in its KV cache (see README, "Differences"); gentwin runs it first. Logits given with
-            # set_logits were for a choice the append replaces, so they do not stand in for that run.
-            self.logits = None
+            # a hole in its KV cache (see README, "Differences"); gentwin runs it first.
             self._compute_logits()
         self.sequences.append_prompt(tokens)
         self.logits = self.state.run(tokens)                                     # [R, V]
@@ -284,7 +293,11 @@ class Generator:
         return self.next_tokens.copy()                                              # [R]
 
     def get_sequence(self, index: int) -> np.ndarray:
-        return self.search.sequence(self.sequences, self._check_row(index, self.search.returned_rows(self.options)))
+        index = integer(index, "get_sequence: index")
+        rows = self.search.returned_rows(self.options)
+        if not 0 <= index < rows:
+            raise ArgumentIndexError(f"get_sequence: sequence index {index} is out of range [0, {rows})")
+        return self.search.sequence(self.sequences, index)
 
     def token_count(self) -> int:
         return self.sequences.length
@@ -294,17 +307,31 @@ class Generator:
         return logits[:, None, :].copy()                                          # [R, 1, V]
 
     def set_logits(self, logits) -> None:
-        logits = np.asarray(logits)
+        """Replace the logits of the next choice. They must have been computed (by append_tokens, or by
+        get_logits after generate_next_token or rewind_to), as the peer requires; setting them again before
+        the choice replaces them again."""
+        if self.logits is None:
+            raise GentwinError("set_logits: logits are not computed yet; call append_tokens first, or get_logits "
+                               "after generate_next_token or rewind_to")
+        logits = array(logits, "set_logits: logits")
         rows, vocab = self.sequences.tokens.shape[0], self.model.config.vocab_size
         if not np.issubdtype(logits.dtype, np.floating):
-            raise TypeError(f"set_logits expects float logits, got dtype {logits.dtype}")
+            raise ArgumentTypeError(f"set_logits: logits must be floats, got dtype {logits.dtype}")
         if logits.size != rows * vocab:
-            raise GentwinError(f"set_logits expects {rows} x {vocab} = {rows * vocab} values, got shape {logits.shape}")
-        self.logits = logits.astype(np.float32).reshape(rows, vocab)
-        self.rewound = False
+            raise ArgumentValueError(f"set_logits: logits must be {rows} x {vocab} = {rows * vocab} values, "
+                                     f"got shape {logits.shape}")
+        with np.errstate(over="ignore"):  # a float64 beyond float32's range becomes inf, refused next
+            values = logits.astype(np.float32).reshape(rows, vocab)                # [R, V]
+        unusable = np.flatnonzero(~np.isfinite(values))
+        if unusable.size:
+            first = unusable[0]
+            raise ArgumentValueError(f"set_logits: {unusable.size} logits are NaN, infinite or beyond float32's "
+                                     f"range; the first is {logits.flat[first]!r} at flat index {first}")
+        self.logits = values
 
     def get_input(self, name: str) -> np.ndarray:
         """A copy of the value fed to model input NAME in the last run."""
+        text(name, "get_input: name")
         inputs = self.state.inputs
         if name not in inputs:
             fed = f"the last run fed {sorted(inputs)}" if inputs else "the model has not run yet"
@@ -312,6 +339,7 @@ class Generator:
         return inputs[name].copy()
 
     def get_output(self, name: str) -> np.ndarray:
+        text(name, "get_output: name")
         outputs = self.state.outputs
         if name not in outputs:
             raise GentwinError(f"no output named {name!r}; the model's outputs are {sorted(outputs)}")
@@ -329,15 +357,13 @@ class Generator:
 
     def set_inputs(self, named_tensors: NamedTensors) -> None:
         """Refused, as by the peer for every decoder-only model: their inputs come from append_tokens."""
-        if not isinstance(named_tensors, NamedTensors):
-            raise TypeError(f"set_inputs takes a NamedTensors, got {type(named_tensors).__name__}")
+        _check_instance(named_tensors, NamedTensors, "set_inputs", "named_tensors")
         raise GentwinError(f"Please use generator.append_tokens for {self.model.type}. "
                            "set_inputs is not supported for this model type.")
 
     def set_active_adapter(self, adapters: Adapters, name: str) -> None:
         """Feed the parameters of adapter NAME of ADAPTERS from the next run on (see gentwin.adapters)."""
-        if not isinstance(adapters, Adapters):
-            raise TypeError(f"set_active_adapter takes an Adapters, got {type(adapters).__name__}")
+        _check_instance(adapters, Adapters, "set_active_adapter", "adapters")
         if self.adapters is not None and adapters is not self.adapters:
             raise GentwinError("a Generator can only use the adapters of a single Adapters container")
         parameters = adapters.activate(name, self)
@@ -353,19 +379,20 @@ class Generator:
         self.state.extra_inputs = extra
 
     def rewind_to(self, length: int) -> None:
+        length = integer(length, "rewind_to: length")
         current = self.sequences.length
         if not 0 <= length <= current:
-            raise GentwinError(f"cannot rewind to length {length}: the sequence has {current} tokens")
+            raise ArgumentValueError(f"rewind_to: cannot rewind to length {length}: the sequence has {current} tokens")
         if length == current:
             return
         if self.batch_size > 1 and length != 0:
             raise GentwinError("rewind_to must be called with length 0 when batch_size > 1")
         if self.options["num_beams"] > 1:
             raise GentwinError("rewind_to is not supported with beam search")
-        self.sequences.rewind(length)
-        if length < self.fed_length:
+        if length < self.fed_length:  # the engine's state first: should it fail, the sequences still match it
             self.state.rewind(length)
             self.fed_length = length
+        self.sequences.rewind(length)
         self.logits = None
         self.rewound = length > 0
 
@@ -392,8 +419,7 @@ class Generator:
         """gentwin extension: make this generator's state the one SNAPSHOT holds: sequence, KV cache and
         pending logits. Its own search options (seed, temperature, ...) stay, and so does its random
         number generator's state, as in a generator just made; get_output is empty until the next run."""
-        if not isinstance(snapshot, GeneratorSnapshot):
-            raise TypeError(f"restore takes a GeneratorSnapshot, got {type(snapshot).__name__}")
+        _check_instance(snapshot, GeneratorSnapshot, "restore", "snapshot")
         if snapshot.model is not self.model:
             raise GentwinError("restore: the snapshot was taken from a generator of another Model")
         self._check_single_row("restore")
@@ -423,21 +449,28 @@ class Generator:
     # -- input checks ----------------------------------------------------------------------------------
 
     def _check_tokens(self, tokens) -> np.ndarray:
-        array = np.asarray(tokens)
-        if array.dtype == object or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
-            raise TypeError(f"tokens must be integers, got dtype {array.dtype}")
-        if array.ndim not in (1, 2):
-            raise GentwinError(f"tokens must be a 1-D or 2-D array, got {array.ndim} dimensions")
-        if array.size == 0:
-            raise GentwinError("tokens is empty")
-        if array.size % self.batch_size:
-            raise GentwinError(f"{array.size} tokens cannot be split into batch_size ({self.batch_size}) equal rows")
-        check_vocabulary_range(array, self.model.config.vocab_size)
-        rows = array.reshape(self.batch_size, -1).astype(np.int32)              # [B, S]
+        ids = token_array(tokens, "append_tokens: tokens")
+        if ids.size % self.batch_size:
+            raise ArgumentValueError(f"append_tokens: {ids.size} tokens cannot be split into batch_size "
+                                     f"({self.batch_size}) equal rows")
+        check_vocabulary_range(ids, self.model.config.vocab_size, "append_tokens: tokens")
+        rows = ids.reshape(self.batch_size, -1).astype(np.int32)                # [B, S]
         return np.repeat(rows, self.options["num_beams"], axis=0)                # [B * beams, S]
 
-    @staticmethod
-    def _check_row(index: int, rows: int) -> int:
-        if not 0 <= index < rows:
-            raise IndexError(f"sequence index {index} is out of range [0, {rows})")
-        return index
+
+def token_array(tokens, what: str) -> np.ndarray:
+    """TOKENS (a list, an array or a Tensor) as a non-empty 1-D or 2-D integer array."""
+    ids = array(tokens, what)
+    if ids.size == 0:
+        raise ArgumentValueError(f"{what} is empty")
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise ArgumentTypeError(f"{what} must be integers, got dtype {ids.dtype}")
+    if ids.ndim not in (1, 2):
+        raise ArgumentValueError(f"{what} must be a 1-D or 2-D array, got {ids.ndim} dimensions")
+    return ids
+
+
+def _check_instance(value, cls: type, method: str, argument: str) -> None:
+    if not isinstance(value, cls):
+        article = "an" if cls.__name__[0] in "AEIOU" else "a"
+        raise ArgumentTypeError(f"{method} takes {article} {cls.__name__} as {argument}, got {shown(value)}")

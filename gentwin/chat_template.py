@@ -29,6 +29,7 @@ import re
 import jinja2
 import jinja2.sandbox
 
+from gentwin import errors
 from gentwin.errors import GentwinError
 
 # The peer's fixed template for Whisper, whose tokenizer_config.json has none: the contents, one per line.
@@ -82,9 +83,11 @@ def render(template: str, messages: str, tools: str | None, add_generation_promp
     compiled = _compile(template)
     flatten = not READS_RAW_TOOLS.search(template)
     parsed_messages = _parse_json(messages, "messages")
+    if not isinstance(parsed_messages, list):
+        raise ChatTemplateError(f"messages must be a JSON array of messages, got {errors.shown(parsed_messages)}")
     context = {"messages": parsed_messages, "add_generation_prompt": add_generation_prompt,
                "bos_token": bos_token, "eos_token": eos_token}
-    if tools:
+    if tools is not None and tools != "":
         context["tools"] = _parse_tools(tools, "tools", flatten)
     tools_in_messages = _parse_tools_in_messages(parsed_messages, flatten)
     try:
@@ -96,11 +99,14 @@ def render(template: str, messages: str, tools: str | None, add_generation_promp
 
 def _parse_json(text: str, what: str):
     if not isinstance(text, str):
-        raise TypeError(f"{what} must be a JSON string (json.dumps it first), got {type(text).__name__}")
+        raise errors.ArgumentTypeError(f"{what} must be a JSON string (json.dumps it first), got {errors.shown(text)}")
+    errors.text(text, what)
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise ChatTemplateError(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:  # the peer's parser crashes the process on such input
+        raise ChatTemplateError(f"{what} is nested too deeply to parse ({len(text)} characters of JSON)") from None
 
 
 def _parse_tools(text: str, what: str, flatten: bool):

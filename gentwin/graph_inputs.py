@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from gentwin.config import ConfigError, GenaiConfig
-from gentwin.errors import GentwinError
+from gentwin.errors import ArgumentTypeError, GentwinError, array, text
 
 
 class ModelInputError(GentwinError):
@@ -90,21 +90,20 @@ class ExtraInputs:
 
     def check(self, name: str, value, source: str) -> np.ndarray:
         """VALUE as the array to feed to input NAME, copied; raises naming SOURCE if it does not fit."""
-        if not isinstance(name, str):
-            raise TypeError(f"{source}: the input name must be a str, got {type(name).__name__}")
+        text(name, f"{source}: the input name")
         if name in self.owned:
             raise ModelInputError(f"{source}: input {name!r} is fed by the generator itself and cannot be set")
         spec = self.specs.get(name)
         if spec is None:
             raise ModelInputError(f"{source}: the model has no input named {name!r}; "
                                   f"its extra inputs are {self.listing()}")
-        array = np.asarray(value)
-        if array.dtype != spec.dtype:
-            raise TypeError(f"{source}: input {name!r} takes {spec.dtype}, got {array.dtype}")
-        if array.ndim != len(spec.shape) or any(
-                isinstance(want, int) and got != want for got, want in zip(array.shape, spec.shape)):
-            raise ModelInputError(f"{source}: input {spec.describe()} cannot take an array of shape {array.shape}")
-        return np.array(array, order="C", copy=True)
+        given = array(value, f"{source}: the value of input {name!r}")
+        if given.dtype != spec.dtype:
+            raise ArgumentTypeError(f"{source}: input {name!r} takes {spec.dtype}, got {given.dtype}")
+        if given.ndim != len(spec.shape) or any(
+                isinstance(want, int) and got != want for got, want in zip(given.shape, spec.shape)):
+            raise ModelInputError(f"{source}: input {spec.describe()} cannot take an array of shape {given.shape}")
+        return np.array(given, order="C", copy=True)
 
     def missing(self, fed: set[str]) -> list[str]:
         """The extra inputs without a default that FED leaves out: the model cannot run without them."""

@@ -6,12 +6,13 @@ Shared by both engines, so an option one accepts the other accepts, with the sam
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
+import re
+from numbers import Real
 
 import numpy as np
 
 from gentwin.config import EXTRA_SEARCH_DEFAULTS, PEER_SEARCH_DEFAULTS
-from gentwin.errors import GentwinError
+from gentwin.errors import GentwinError, shown
 
 MAX_BATCH_SIZE = 32  # onnxruntime-genai's limit, kept so that both accept the same programs
 MAX_NUM_BEAMS = 32
@@ -40,17 +41,19 @@ def resolved(*layers: dict) -> dict:
 
 
 def coerce_option(name: str, value):
-    """Check one option's name and type; return it as the Python type gentwin keeps it in."""
+    """Check one option's name and type; return it as the Python type gentwin keeps it in. As the peer does, a
+    bool option takes only True or False (not 1), an int option a whole float too (max_length=16.0); ranges
+    are checked when the Generator is made (check_for_generator), where the peer checks them."""
     if name not in SEARCH_DEFAULTS:
         raise SearchOptionError(f"unknown search option {name!r}; known options: {', '.join(sorted(SEARCH_DEFAULTS))}")
     if name in BOOL_OPTIONS:
-        if not isinstance(value, (bool, Integral)):
-            raise SearchOptionError(f"search option {name!r} must be a bool, got {value!r}")
+        if not isinstance(value, (bool, np.bool_)):
+            raise SearchOptionError(f"search option {name!r} must be a bool, got {shown(value)}")
         return bool(value)
     if name in MAPPING_OPTIONS:
         return _coerce_logit_bias(value)
-    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-        raise SearchOptionError(f"search option {name!r} must be a finite number, got {value!r}")
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Real) or not math.isfinite(value):
+        raise SearchOptionError(f"search option {name!r} must be a finite number, got {shown(value)}")
     if name in INT_OPTIONS:
         if value != int(value):
             raise SearchOptionError(f"search option {name!r} must be a whole number, got {value!r}")
@@ -64,21 +67,22 @@ def _coerce_logit_bias(value) -> dict:
         raise SearchOptionError(f"search option 'logit_bias' must be a dict {{token_id: bias}}, got {value!r}")
     bias = {}
     for token, amount in value.items():
-        try:
-            token_id = int(token)
-        except (TypeError, ValueError):
-            raise SearchOptionError(f"logit_bias key {token!r} is not a token id") from None
-        if isinstance(amount, bool) or not isinstance(amount, Real) or not math.isfinite(amount):
-            raise SearchOptionError(f"logit_bias[{token!r}] must be a finite number, got {amount!r}")
+        is_int = isinstance(token, (int, np.integer)) and not isinstance(token, (bool, np.bool_))
+        if not (is_int or isinstance(token, str) and re.fullmatch(r"\s*[+-]?[0-9]+\s*", token)):
+            # a float key such as 5.7 is refused, not taken for token 5
+            raise SearchOptionError(f"logit_bias key {token!r} is not a token id (an int, or a str of one)")
+        token_id = int(token)
+        if isinstance(amount, (bool, np.bool_)) or not isinstance(amount, Real) or not math.isfinite(amount):
+            raise SearchOptionError(f"logit_bias[{token!r}] must be a finite number, got {shown(amount)}")
         bias[token_id] = float(amount)
     return bias
 
 
 def as_peer_dict(options: dict) -> dict:
     """The dict `get_search_options` returns: numbers as floats and booleans as bools, like the peer."""
-    def shown(name, value):
+    def as_peer_shows(name, value):
         return value if name in BOOL_OPTIONS else dict(value) if name in MAPPING_OPTIONS else float(value)
-    return {name: shown(name, value) for name, value in sorted(options.items())}
+    return {name: as_peer_shows(name, value) for name, value in sorted(options.items())}
 
 
 def check_for_generator(options: dict, context_length: int, vocab_size: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gentwin.errors import GentwinError
+from gentwin.errors import ArgumentValueError
 
 
 def right_padded(rows, pad_token_id: int) -> np.ndarray:
@@ -15,12 +15,13 @@ def right_padded(rows, pad_token_id: int) -> np.ndarray:
     return batch
 
 
-def check_vocabulary_range(ids, vocab_size: int) -> None:
-    """Every token id in IDS must be in [0, vocab_size); the first that is not is named."""
+def check_vocabulary_range(ids, vocab_size: int, what: str) -> None:
+    """Every token id in IDS (the argument WHAT) must be in [0, vocab_size); the first that is not is named."""
     ids = np.asarray(ids)
     outside = (ids < 0) | (ids >= vocab_size)
     if outside.any():
-        raise GentwinError(f"token id {int(ids[outside].flat[0])} is outside the vocabulary [0, {vocab_size})")
+        raise ArgumentValueError(f"{what}: token id {int(ids[outside].flat[0])} is outside the vocabulary "
+                                 f"[0, {vocab_size})")
 
 
 class Sequences:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from gentwin import errors
 from gentwin.errors import GentwinError
 
 # The numpy types the peer converts, and the ONNX element type numbers its Tensor.type() stands for.
@@ -30,9 +31,9 @@ class Tensor:
 
     def __init__(self, array: np.ndarray):
         if not isinstance(array, np.ndarray):
-            raise TypeError(f"Tensor takes a numpy.ndarray, got {type(array).__name__}")
+            raise errors.ArgumentTypeError(f"Tensor takes a numpy.ndarray, got {type(array).__name__}")
         if array.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(f"Tensor cannot hold dtype {array.dtype}; "
+            raise errors.ArgumentTypeError(f"Tensor cannot hold dtype {array.dtype}; "
                             f"supported: {', '.join(str(dtype) for dtype in SUPPORTED_DTYPES)}")
         self._array = np.array(array, order="C", copy=True)
 
@@ -70,21 +71,26 @@ class NamedTensors:
         return self._tensors[name]
 
     def __setitem__(self, name: str, value) -> None:
-        if not isinstance(name, str):
-            raise TypeError(f"tensor names are str, got {type(name).__name__}")
+        self._check_name(name)
         self._tensors[name] = value if isinstance(value, Tensor) else Tensor(value)
 
     def __delitem__(self, name: str) -> None:
         self._require(name)
         del self._tensors[name]
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._tensors
+    def __contains__(self, name) -> bool:
+        return isinstance(name, str) and name in self._tensors
 
     def __len__(self) -> int:
         return len(self._tensors)
 
+    @staticmethod
+    def _check_name(name) -> None:
+        if not isinstance(name, str):
+            raise errors.ArgumentTypeError(f"tensor names are str, got {errors.shown(name)}")
+
     def _require(self, name: str) -> None:
+        self._check_name(name)
         if name not in self._tensors:
             raise TensorNotFoundError(f"no tensor named {name!r}; names: {self.keys()}")
 

@@ -47,7 +47,7 @@ import re
 import numpy as np
 import tokenizers
 
-from gentwin import chat_template
+from gentwin import chat_template, errors
 from gentwin.config import GenaiConfig, load_config
 from gentwin.errors import GentwinError
 from gentwin.sequences import check_vocabulary_range, right_padded
@@ -305,25 +305,23 @@ class Tokenizer:
         """Set add_special_tokens (default False) and skip_special_tokens (default True).
 
         Values are read as the peer does: as text, where 'false' and '0' (any case) are False and anything
-        else is True.
+        else is True. A value must be a bool, an int or a str (the peer's str() of None or a list would read
+        as True). All options are checked before any is set.
         """
         if not options:
             raise TokenizerError("update_options: no options given")
         unknown = sorted(set(options) - set(OPTION_NAMES))
         if unknown:
             raise TokenizerError(f"invalid tokenizer option key: {unknown[0]} (known: {', '.join(OPTION_NAMES)})")
-        for name, value in options.items():
-            text = str(value)
-            if not text:
-                raise TokenizerError(f"update_options: empty value for {name}")
-            self._options[name] = text.lower() not in ("false", "0")
+        self._options.update({name: _option_value(name, value) for name, value in options.items()})
 
     # -- encoding ----------------------------------------------------------------------------------------
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids of `text`, int32 [n]. No BOS/EOS unless update_options(add_special_tokens=True)."""
-        if not isinstance(text, str):
-            raise TypeError(f"encode takes a str, got {type(text).__name__}")
+        return self._encode(errors.text(text, "encode: text"))
+
+    def _encode(self, text: str) -> np.ndarray:
         ids = self._hf.encode(text, add_special_tokens=False).ids
         if self._options["add_special_tokens"]:
             ids = self._id_if(self._add_bos, self._bos_token) + ids + self._id_if(self._add_eos, self._eos_token)
@@ -335,19 +333,17 @@ class Tokenizer:
 
     def encode_batch(self, texts) -> np.ndarray:
         """Token ids of each text, int32 [len(texts), longest], padded on the right with pad_token_id."""
-        if isinstance(texts, str):
-            raise TypeError("encode_batch takes a sequence of str, not one str")
+        if isinstance(texts, str) or not hasattr(texts, "__iter__"):
+            raise errors.ArgumentTypeError(f"encode_batch: texts must be a sequence of str, got {errors.shown(texts)}")
         texts = list(texts)
-        if not all(isinstance(text, str) for text in texts):
-            raise TypeError("encode_batch takes a sequence of str")
         if not texts:
-            raise GentwinError("encode_batch: no texts given")
-        return right_padded([self.encode(text) for text in texts], self.pad_token_id)
+            raise errors.ArgumentValueError("encode_batch: no texts given")
+        checked = [errors.text(one, f"encode_batch: texts[{i}]") for i, one in enumerate(texts)]
+        return right_padded([self._encode(one) for one in checked], self.pad_token_id)
 
     def to_token_id(self, token: str) -> int:
         """The id of one vocabulary entry, spelled as in tokenizer.json ('Ġhello', '▁Hello'); -1 if none."""
-        if not isinstance(token, str):
-            raise TypeError(f"to_token_id takes a str, got {type(token).__name__}")
+        errors.text(token, "to_token_id: token")
         token_id = self._hf.token_to_id(token)
         return -1 if token_id is None else token_id
 
@@ -372,7 +368,7 @@ class Tokenizer:
 
     def _stream_piece(self, token_id: int, first: bool, after_special: bool) -> tuple[bytes, bool]:
         """(bytes of one streamed token, whether it is special)."""
-        check_vocabulary_range(token_id, self._vocab_size)
+        check_vocabulary_range(token_id, self._vocab_size, "TokenizerStream.decode: token")
         piece, is_special = self._pieces.piece(token_id, after_special, self._options["skip_special_tokens"])
         if is_special and self._clean_up_spaces:
             # The peer's stream (not its decode) spaces special tokens out under clean_up_tokenization_spaces.
@@ -383,12 +379,13 @@ class Tokenizer:
         return piece, is_special
 
     def _check_ids(self, tokens, ndim: int, what: str) -> np.ndarray:
-        ids = np.asarray(tokens)
+        ids = errors.array(tokens, f"{what}: tokens")
         if ids.size and not np.issubdtype(ids.dtype, np.integer):
-            raise TypeError(f"{what} takes integer token ids, got dtype {ids.dtype}")
+            raise errors.ArgumentTypeError(f"{what}: tokens must be integer token ids, got dtype {ids.dtype}")
         if ids.ndim != ndim:
-            raise GentwinError(f"{what} takes a {ndim}-D array of token ids, got {ids.ndim} dimensions")
-        check_vocabulary_range(ids, self._vocab_size)
+            raise errors.ArgumentValueError(f"{what}: tokens must be a {ndim}-D array of token ids, "
+                                            f"got {ids.ndim} dimensions")
+        check_vocabulary_range(ids, self._vocab_size, f"{what}: tokens")
         return ids.astype(np.int64)
 
     # -- chat --------------------------------------------------------------------------------------------
@@ -400,9 +397,22 @@ class Tokenizer:
         template_str (if non-empty) replaces the folder's template; tools is a JSON string handed to the
         template as `tools`. See gentwin.chat_template for the rendering rules.
         """
-        template = template_str or self._chat_template
-        return chat_template.render(template, messages, tools, bool(add_generation_prompt),
+        if template_str is not None:
+            errors.text(template_str, "apply_chat_template: template_str")
+        add_generation_prompt = errors.boolean(add_generation_prompt, "apply_chat_template: add_generation_prompt")
+        return chat_template.render(template_str or self._chat_template, messages, tools, add_generation_prompt,
                                     self._bos_token, self._eos_token)
+
+
+def _option_value(name: str, value) -> bool:
+    """An update_options value, read as the peer reads it: as text, 'false' and '0' (any case) being False."""
+    if not isinstance(value, (bool, np.bool_, int, np.integer, str)):
+        raise errors.ArgumentTypeError(f"update_options: {name} must be a bool, an int or a str, "
+                                       f"got {errors.shown(value)}")
+    spelled = str(value)
+    if not spelled:
+        raise TokenizerError(f"update_options: empty value for {name}")
+    return spelled.lower() not in ("false", "0")
 
 
 class TokenizerStream:
@@ -420,8 +430,7 @@ class TokenizerStream:
         self._after_special = False
 
     def decode(self, token) -> str:
-        if isinstance(token, (bool, np.bool_)) or not isinstance(token, (int, np.integer)):
-            raise TypeError(f"TokenizerStream.decode takes one integer token id, got {type(token).__name__}")
-        piece, self._after_special = self._tokenizer._stream_piece(int(token), self._first, self._after_special)
+        token = errors.integer(token, "TokenizerStream.decode: token")
+        piece, self._after_special = self._tokenizer._stream_piece(token, self._first, self._after_special)
         self._first = False
         return self._utf8.decode(piece)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import onnx
+import onnxruntime_genai as peer_og
 import pytest
 from onnx import TensorProto, helper
 
@@ -31,9 +35,14 @@ def model(engine):
 
 
 def generator(model, **options):
-    params = og.GeneratorParams(model)
+    return generator_of(og, model, **options)
+
+
+def generator_of(module, model, **options):
+    """A Generator of MODULE (an engine, or the peer) with max_length 16 unless OPTIONS say otherwise."""
+    params = module.GeneratorParams(model)
     params.set_search_options(**{"max_length": 16, **options})
-    return og.Generator(model, params)
+    return module.Generator(model, params)
 
 
 @pytest.fixture
@@ -223,3 +232,199 @@ def test_get_sequence_out_of_range(model):
     g.append_tokens([5, 6, 7])
     with pytest.raises(IndexError, match="sequence index 1"):
         g.get_sequence(1)
+
+
+# -- argument types and values: refused before anything changes ------------------------------------------
+
+
+@pytest.fixture(params=["llama-fp32", "gpt2-fp32"])
+def generated(engine, request):
+    """A generator of either fixture (gpt2's combined past rewinds by copying) after a prompt of 4 and 1
+    generated token."""
+    g = generator(load(engine.__name__, str(FIXTURE_MODELS / request.param)))
+    g.append_tokens([5, 6, 7, 8])
+    g.generate_next_token()
+    return g
+
+
+@pytest.mark.parametrize("length, shown", [(4.0, "float 4.0"), (1.5, "float 1.5"), (True, "bool True"),
+                                           (None, "NoneType None"), ("1", "str '1'"),
+                                           (np.float64(2.0), "float64 np.float64(2.0)")])
+def test_rewind_to_takes_only_an_int(generated, length, shown):
+    sequence = generated.get_sequence(0).tolist()
+    with pytest.raises(TypeError, match=f"rewind_to: length must be an int, got {re.escape(shown)}"):
+        generated.rewind_to(length)
+    assert generated.token_count() == 5 and generated.get_sequence(0).tolist() == sequence
+    generated.generate_next_token()  # and the generator still works
+    assert generated.token_count() == 6
+
+
+def test_rewind_to_takes_numpy_integers(generated):
+    generated.rewind_to(np.int64(2))
+    assert generated.token_count() == 2 and type(generated.token_count()) is int
+    assert generated.get_sequence(np.int32(0)).tolist() == [5, 6]
+
+
+def test_the_peer_takes_true_for_one():
+    """README, Differences 5: the peer rewinds to 1 on rewind_to(True); gentwin refuses it (above)."""
+    g = generator_of(peer_og, load("onnxruntime_genai", str(LLAMA)))
+    g.append_tokens(np.array([5, 6, 7, 8], np.int32))
+    g.rewind_to(True)
+    assert g.get_sequence(0).tolist() == [5]
+
+
+@pytest.mark.parametrize("index, error, message", [
+    ("0", TypeError, "get_sequence: index must be an int, got str '0'"),
+    (1.0, TypeError, "get_sequence: index must be an int, got float 1.0"),
+    (True, TypeError, "get_sequence: index must be an int, got bool True"),
+    (None, TypeError, "get_sequence: index must be an int"),
+    (-1, IndexError, r"get_sequence: sequence index -1 is out of range \[0, 1\)"),
+])
+def test_get_sequence_takes_an_index_in_range(generated, index, error, message):
+    with pytest.raises(error, match=message) as raised:
+        generated.get_sequence(index)
+    assert isinstance(raised.value, og.GentwinError)
+
+
+@pytest.mark.parametrize("tokens, message", [
+    ([[5, 6], [7]], "append_tokens: tokens must be a rectangular array"),
+    ([True, False], "append_tokens: tokens must be integers, got dtype bool"),
+    (None, "append_tokens: tokens must be integers, got dtype object"),
+    ([2**70], "append_tokens: tokens must be integers, got dtype object"),
+])
+def test_tokens_that_are_not_an_integer_array(generated, tokens, message):
+    with pytest.raises(og.GentwinError, match=re.escape(message)):
+        generated.append_tokens(tokens)
+    assert generated.token_count() == 5
+
+
+# -- set_logits ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad, shown", [(np.nan, "nan"), (np.inf, "inf"), (-np.inf, "-inf"), (1e300, "1e+300")])
+def test_set_logits_refuses_values_that_are_not_finite_float32(model, bad, shown):
+    g = generator(model)
+    g.append_tokens([5, 6, 7])
+    before = g.get_logits()
+    logits = np.zeros(1024)                     # float64, so that 1e300 is representable until the cast
+    logits[[17, 900]] = bad
+    with pytest.raises(ValueError, match=rf"set_logits: 2 logits are NaN, infinite or beyond float32's range; "
+                                         rf"the first is (np\.float64\()?{re.escape(shown)}\)? at flat index 17"):
+        g.set_logits(logits)
+    np.testing.assert_array_equal(g.get_logits(), before)
+
+
+def test_set_logits_needs_computed_logits_as_the_peers(model):
+    """Before any append_tokens, right after generate_next_token and after rewind_to there are no logits to
+    replace. The peer refuses the last two in these words; it takes the first and then generates token 0."""
+    g = generator(model)
+    zeros = np.zeros((1, 1024), np.float32)
+    with pytest.raises(og.GentwinError, match="set_logits: logits are not computed yet"):
+        g.set_logits(zeros)
+    assert g.token_count() == 0
+    peer_model = load("onnxruntime_genai", str(LLAMA))
+    peer = generator_of(peer_og, peer_model)
+    for g in (generator(model), peer):
+        g.append_tokens(np.array([5, 6, 7], np.int32))
+        g.generate_next_token()
+        with pytest.raises(RuntimeError, match="logits are not computed yet"):
+            g.set_logits(zeros)
+        g.rewind_to(2)
+        with pytest.raises(RuntimeError, match="logits are not computed yet"):
+            g.set_logits(zeros)
+    peer = generator_of(peer_og, peer_model)
+    peer.set_logits(zeros)
+    peer.generate_next_token()
+    assert peer.get_sequence(0).tolist() == [0]  # the peer's silent acceptance (README, Differences 5)
+
+
+def test_set_logits_twice_replaces_as_the_peers(model):
+    first, second = np.zeros((1, 1024), np.float32), np.zeros((1, 1024), np.float32)
+    first[0, 10], second[0, 20] = 5.0, 5.0
+    chosen = []
+    for g in (generator(model), generator_of(peer_og, load("onnxruntime_genai", str(LLAMA)))):
+        g.append_tokens(np.array([5, 6, 7], np.int32))
+        g.set_logits(first)
+        g.set_logits(second)
+        g.generate_next_token()
+        chosen.append(g.get_sequence(0).tolist())
+    assert chosen[0] == chosen[1] == [5, 6, 7, 20]
+
+
+def test_set_logits_after_a_batch_step_is_refused(model):
+    """Without the check, the next step ran two tokens per row through the model and failed in attention."""
+    g = generator(model, batch_size=2)
+    g.append_tokens([[5, 6, 7], [8, 9, 10]])
+    g.set_logits(np.zeros((2, 1024), np.float32))
+    g.generate_next_token()
+    with pytest.raises(og.GentwinError, match="logits are not computed yet"):
+        g.set_logits(np.zeros((2, 1024), np.float32))
+    g.generate_next_token()
+    assert g.token_count() == 5
+
+
+# -- search options, tokenizer, chat template -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [2, 1, 0, 1.0, None])
+def test_do_sample_must_be_a_bool_as_for_the_peer(model, value):
+    expected = f"search option 'do_sample' must be a bool, got {type(value).__name__}"
+    with pytest.raises(SearchOptionError, match=expected):
+        og.GeneratorParams(model).set_search_options(do_sample=value)
+    with pytest.raises(RuntimeError, match="do_sample"):
+        peer_og.GeneratorParams(load("onnxruntime_genai", str(LLAMA))).set_search_options(do_sample=value)
+
+
+def test_one_bad_search_option_refuses_the_whole_call(model):
+    params = og.GeneratorParams(model)
+    with pytest.raises(SearchOptionError, match="'num_beams' must be a finite number, got bool True"):
+        params.set_search_options(max_length=12, num_beams=True)
+    assert params.get_search_options()["max_length"] == 256
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda t: t.encode("ab\ud800c"), ValueError, r"encode: text is not valid Unicode: a lone surrogate U\+D800 "
+                                                  r"at index 2"),
+    (lambda t: t.encode_batch(["ok", "\udfff"]), ValueError, r"encode_batch: texts\[1\] is not valid Unicode"),
+    (lambda t: t.decode([[5, 6], [7]]), ValueError, "decode: tokens must be a rectangular array"),
+    (lambda t: t.apply_chat_template("[]", template_str=5), TypeError,
+     "apply_chat_template: template_str must be a str, got int 5"),
+    (lambda t: t.apply_chat_template("[]", add_generation_prompt=None), TypeError,
+     "apply_chat_template: add_generation_prompt must be a bool"),
+    (lambda t: t.apply_chat_template("[" * 100_000 + "]" * 100_000), og.GentwinError,
+     "messages is nested too deeply to parse"),
+    (lambda t: t.apply_chat_template('{"role": "user", "content": "Hi"}'), og.GentwinError,
+     "messages must be a JSON array of messages, got dict"),
+    (lambda t: t.update_options(skip_special_tokens=False, add_special_tokens=None), TypeError,
+     "update_options: add_special_tokens must be a bool, an int or a str, got NoneType None"),
+])
+def test_tokenizer_arguments_are_named(model, call, error, message):
+    tokenizer = og.Tokenizer(model)
+    with pytest.raises(error, match=message) as raised:
+        call(tokenizer)
+    assert isinstance(raised.value, og.GentwinError)
+    assert tokenizer.decode(tokenizer.eos_token_ids) == "", "skip_special_tokens is still on"
+
+
+def test_the_peer_crashes_on_deeply_nested_messages(tmp_path):
+    """README, Differences 5: the peer's JSON parser overflows its stack (gentwin refuses, above)."""
+    program = ("import onnxruntime_genai as og; "
+               f"og.Tokenizer(og.Model({str(LLAMA)!r})).apply_chat_template('[' * 100000 + ']' * 100000)")
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=120)
+    assert result.returncode < 0, result  # killed by a signal (SIGSEGV)
+
+
+def test_constructors_name_what_they_take(engine, model):
+    with pytest.raises(TypeError, match="Config: the model folder must be a str or os.PathLike path, got int 5"):
+        engine.Config(5)
+    with pytest.raises(TypeError, match="GeneratorParams takes a Model as model, got str"):
+        engine.GeneratorParams(str(LLAMA))
+    with pytest.raises(TypeError, match="Generator takes a GeneratorParams as params, got dict"):
+        engine.Generator(model, {"max_length": 16})
+    other = load(engine.__name__, str(FIXTURE_MODELS / "gpt2-fp32"))
+    with pytest.raises(ValueError, match="Generator: params were made for another Model"):
+        engine.Generator(model, engine.GeneratorParams(other))
+    config = engine.Config(str(LLAMA))
+    with pytest.raises(TypeError, match="set_provider_option: value must be a str, got int 0"):
+        config.set_provider_option("cuda", "device_id", 0)
+    assert "cuda" not in config.providers

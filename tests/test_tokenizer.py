@@ -519,16 +519,16 @@ def test_bad_input_raises():
         gentwin.decode(np.array([[1, 2]]))
     with pytest.raises(GentwinError, match="2-D array of token ids, got 1 dimensions"):
         gentwin.decode_batch(np.array([1, 2]))
-    with pytest.raises(TypeError, match="encode takes a str, got bytes"):
+    with pytest.raises(TypeError, match="encode: text must be a str, got bytes"):
         gentwin.encode(b"abc")
     with pytest.raises(TypeError, match="sequence of str"):
         gentwin.encode_batch("abc")
     with pytest.raises(GentwinError, match="no texts"):
         gentwin.encode_batch([])
     stream = gentwin.create_stream()
-    with pytest.raises(TypeError, match="one integer token id, got float"):
+    with pytest.raises(TypeError, match="TokenizerStream.decode: token must be an int, got float"):
         stream.decode(1.0)
     with pytest.raises(GentwinError, match="outside the vocabulary"):
         stream.decode(vocab)
-    with pytest.raises(TypeError, match="to_token_id takes a str"):
+    with pytest.raises(TypeError, match="to_token_id: token must be a str"):
         gentwin.to_token_id(None)
