@@ -428,3 +428,12 @@ def test_constructors_name_what_they_take(engine, model):
     with pytest.raises(TypeError, match="set_provider_option: value must be a str, got int 0"):
         config.set_provider_option("cuda", "device_id", 0)
     assert "cuda" not in config.providers
+
+
+def test_the_peer_takes_nan_logits():
+    """README, Differences 5: on a row of NaN the peer's greedy search picks token 0 (gentwin refuses NaN)."""
+    g = generator_of(peer_og, load("onnxruntime_genai", str(LLAMA)))
+    g.append_tokens(np.array([5, 6, 7], np.int32))
+    g.set_logits(np.full((1, 1024), np.nan, np.float32))
+    g.generate_next_token()
+    assert g.get_sequence(0).tolist() == [5, 6, 7, 0]
