@@ -8,9 +8,8 @@ template, a system prompt appended once and cached, each user turn appended to t
 
 from __future__ import annotations
 
-import sys
-
 from gentwin.conformance.check import DEFAULT_IMPL, DEFAULT_ORACLE, PEER_MODULE, bundled_models, check
+from gentwin.errors import GentwinError
 
 TURNS = ["Hello! What is gentwin?", "And how do you know the two engines agree?"]
 CHECK_EXAMPLES = 3  # generated scenarios per model and family: a quick look, where CI runs `gentwin check`
@@ -33,8 +32,7 @@ def chat(model_dir: str, engine: str = "fast", system: str = "You are a tiny ran
 def main() -> int:
     models = bundled_models()
     if not models:
-        print("no bundled fixtures: run `make fixtures`", file=sys.stderr)
-        return 1
+        raise GentwinError("no bundled fixtures in fixtures/models: run `make fixtures`")
     agreed = all([check(impl, DEFAULT_ORACLE, models, CHECK_EXAMPLES) for impl in (DEFAULT_IMPL, PEER_MODULE)])
     chat_model = next((m for m in models if "llama" in m.name), models[0])
     print(f"\nA short chat with {chat_model.name} on gentwin.fast (random weights: the words are noise):\n")
