@@ -258,3 +258,12 @@ def test_ctrl_c_during_a_reply_stops_it_and_forgets_the_turn(chat_process):
     assert status == 0, stderr
     assert NOTHING_TO_UNDO in stderr and "Traceback" not in stderr
     assert finish_lines(session.seen.decode(errors="replace")) == []
+
+
+def test_ctrl_c_during_a_check_leaves_with_status_130_and_no_traceback():
+    checking = subprocess.Popen([*GENTWIN, "check", "--model", str(MODEL)], cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    assert checking.stdout.readline().startswith("gentwin check: ")  # its scenarios are running now
+    checking.send_signal(signal.SIGINT)
+    stdout, stderr = checking.communicate(timeout=SECONDS)
+    assert (checking.returncode, stderr) == (130, "\ngentwin: interrupted\n")
