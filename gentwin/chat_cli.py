@@ -29,7 +29,7 @@ from gentwin.chat.options import CHAT_DEFAULTS, resolve
 from gentwin.cli import INTERRUPTED
 from gentwin.errors import GentwinError
 
-COMMANDS = __doc__[__doc__.index("    /undo"):__doc__.index("\n\n", __doc__.index("    /undo"))]
+COMMANDS = "\n".join(line for line in __doc__.splitlines() if line.startswith("    /"))
 COMMAND_NAMES = " ".join(line.split()[0] for line in COMMANDS.splitlines())
 ESCAPE = "//"  # a line beginning with it is said with one slash fewer
 
@@ -64,31 +64,41 @@ def folder_template(model_dir) -> str:
         return chat_template.load_default_template(str(model_dir), json.load(config_file))
 
 
-def start(args):
-    """The conversation ARGS ask for (gentwin.cli's `chat` arguments), every argument checked first."""
-    given = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
+@contextlib.contextmanager
+def option_errors_told():
+    """The option checks' ValueError and TypeError, as the user errors they are here (gentwin.cli tells those)."""
     try:
-        resolve(given, CHAT_DEFAULTS)  # before the model loads, so that a bad value fails at once
+        yield
     except (ValueError, TypeError) as error:
         raise GentwinError(str(error)) from None
-    template = read_template(args.chat_template) if args.chat_template else None
-    client = Client(args.model_dir, args.engine, presets=args.presets)
+
+
+def use_template(client, args, template: str | None) -> None:
+    """Render the client's chats with TEMPLATE (the --chat-template file's), if any, else with the folder's, and
+    refuse a template that is missing or cannot render a first turn now, not at the first line the user types."""
     if template is not None:
         client.tokenizer = TemplatedTokenizer(client.tokenizer, template)
     elif not folder_template(args.model_dir):
         raise GentwinError(f"{args.model_dir} has no chat template (tokenizer_config.json's 'chat_template', "
                            f"chat_template.jinja or chat_template.json); give one with --chat-template FILE")
-    # A template that cannot render a first turn is refused now, not at the first line the user types.
     first_turn = [{"role": "system", "content": args.system}] if args.system is not None else []
     try:
         prompts.render(client.tokenizer, prompts.chat_messages(first_turn + [{"role": "user", "content": "Hello"}]))
     except GentwinError as error:
         source = f"the --chat-template file {args.chat_template!r}" if template is not None else "the chat template"
         raise GentwinError(f"{source} cannot render a first turn: {error}") from None
-    try:
+
+
+def start(args):
+    """The conversation ARGS ask for (gentwin.cli's `chat` arguments), every argument checked first."""
+    given = {"max_tokens": args.max_tokens, "temperature": args.temperature, "seed": args.seed}
+    with option_errors_told():
+        resolve(given, CHAT_DEFAULTS)  # before the model loads, so that a bad value fails at once
+    template = read_template(args.chat_template) if args.chat_template else None  # likewise
+    client = Client(args.model_dir, args.engine, presets=args.presets)
+    use_template(client, args, template)
+    with option_errors_told():  # the preset's options, checked as the call's are
         return client.conversation(args.system, preset=args.preset, **given)
-    except (ValueError, TypeError) as error:  # the preset's options, checked as the call's are
-        raise GentwinError(str(error)) from None
 
 
 @contextlib.contextmanager
