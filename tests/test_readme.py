@@ -67,7 +67,7 @@ def run(args: list[str]) -> subprocess.CompletedProcess:
 
 
 def start_in_background(command: str) -> subprocess.Popen:
-    """COMMAND (an sh line ending with &) started, once listening on its --port."""
+    """COMMAND (an sh line ending with &) started: once listening on its --port, or once it has exited."""
     port = int(PORT.search(command)[1])
     server = subprocess.Popen(["bash", "-c", command.removesuffix("&")], cwd=REPO, env=environment(),
                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -75,7 +75,7 @@ def start_in_background(command: str) -> subprocess.Popen:
     deadline = time.monotonic() + SNIPPET_SECONDS
     while True:
         if server.poll() is not None:
-            pytest.fail(f"`{command}` exited with status {server.returncode}: {server.stderr.read()}")
+            return server
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return server
@@ -102,7 +102,8 @@ def followed_sh_lines():
         yield done
     finally:
         for server in servers:
-            os.killpg(server.pid, signal.SIGTERM)
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGTERM)
             server.wait(SNIPPET_SECONDS)
             server.stderr.close()
 
@@ -128,7 +129,7 @@ def test_sh_line(line, followed_sh_lines):
         pytest.skip(f"`{command_of(line)}` is not run here: it {NOT_RUN[command_of(line)]}")
     done = followed_sh_lines[line]
     if isinstance(done, subprocess.Popen):
-        assert done.poll() is None, f"`{line}` stopped, status {done.returncode}"
+        assert done.poll() is None, f"`{line}` stopped, status {done.returncode}: {done.stderr.read()}"
     else:
         assert done.returncode == 0, done.stderr
         assert "Traceback" not in done.stderr
