@@ -2,7 +2,8 @@
 
 Exit status: 0 when done; 1 when `gentwin check` finds a divergence; 2 for a user error (a missing or invalid
 model folder, a bad option value, a chat template that is missing or broken), told in one line on stderr,
-"gentwin: error: ..."; 130 (128 + SIGINT, as shells report) when Ctrl-C ends it.
+"gentwin: error: ..."; 130 (128 + SIGINT, as shells report) when Ctrl-C ends it, but for `gentwin serve`,
+which Ctrl-C stops as it should be stopped (uvicorn's graceful shutdown): 0.
 """
 
 from __future__ import annotations

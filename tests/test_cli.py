@@ -267,3 +267,22 @@ def test_ctrl_c_during_a_check_leaves_with_status_130_and_no_traceback():
     checking.send_signal(signal.SIGINT)
     stdout, stderr = checking.communicate(timeout=SECONDS)
     assert (checking.returncode, stderr) == (130, "\ngentwin: interrupted\n")
+
+
+def test_ctrl_c_stops_a_server_gracefully_with_status_0():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([*GENTWIN, "serve", str(MODEL), "--engine", "reference", "--port", str(port)],
+                              cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + SECONDS
+    while server.poll() is None:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "gentwin serve is not listening"
+            time.sleep(0.05)
+    server.send_signal(signal.SIGINT)
+    _, stderr = server.communicate(timeout=SECONDS)
+    assert server.returncode == 0 and "Shutting down" in stderr and "Traceback" not in stderr, stderr
