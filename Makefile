@@ -16,7 +16,7 @@ demo: $(INSTALLED)
 	$(BIN)/gentwin demo
 
 test: $(INSTALLED)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest --durations=15
 
 bench: $(INSTALLED)
 	$(BIN)/python -m gentwin.bench

@@ -89,7 +89,7 @@ def run(argv=None) -> int:
                        help="model folder (repeatable); default: fixtures")
     check.add_argument("--examples", type=int, default=None,
                        help="scenarios hypothesis generates per model and family, besides the fixed ones "
-                            "(default: about half a minute's worth on the bundled fixtures)")
+                            "(default 25, about a minute of CPU time on the bundled fixtures)")
     check.add_argument("--seed", type=int, default=0, help="seed of the generated scenarios (same seed, same run)")
 
     commands.add_parser("demo", help="gentwin check on a bundled fixture, then a short chat")
@@ -104,6 +104,7 @@ def run(argv=None) -> int:
         command.add_argument("--presets", help="presets file (default: $XDG_CONFIG_HOME/gentwin/presets.json)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=port_number, default=8000)
+    serve.add_argument("--max-body-bytes", type=int, help="largest request body (default 1 MiB)")
     chat.add_argument("--system", help="system prompt")
     chat.add_argument("--chat-template", metavar="FILE",
                       help="a Jinja chat template file, used instead of the model folder's")
@@ -127,7 +128,7 @@ def run(argv=None) -> int:
         from gentwin.serve import serve as run_server
 
         check_listen_address(args.host, args.port)
-        run_server(args.model_dir, args.engine, args.host, args.port, args.presets)
+        run_server(args.model_dir, args.engine, args.host, args.port, args.presets, args.max_body_bytes)
         return 0
     from gentwin.chat_cli import run as run_chat  # "chat", the last of the required subcommands
 

@@ -138,7 +138,8 @@ def test_append_after_generation_runs_the_last_generated_token(engine, name, log
     generator.generate_next_token()
     generator.generate_next_token()
     history = [int(t) for t in generator.get_sequence(0)]
-    if logits_set:
+    if logits_set:  # as the peer, set_logits takes computed logits only: get_logits computes them
+        generator.get_logits()
         generator.set_logits(np.zeros((1, model.config.vocab_size), np.float32))
     generator.append_tokens([[10, 11]])
     np.testing.assert_allclose(generator.get_logits(), _full_prefill_logits(engine, path, history + [10, 11]), atol=1e-5)
