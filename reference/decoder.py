@@ -26,26 +26,49 @@ class UnsupportedOperatorError(GentwinError):
     """The model uses an operator gentwin.reference has no kernel for."""
 
 
-def _has_kernel(node: onnx.NodeProto, opset: dict) -> bool:
-    if any(op.op_domain == node.domain and op.__name__ == node.op_type for op in CONTRIB_OPS):
-        return True
+def _kernel(node: onnx.NodeProto, opset: dict):
+    """The contrib kernel class for NODE, True for a standard operator onnx's evaluator runs, else None."""
+    for op in CONTRIB_OPS:
+        if op.op_domain == node.domain and op.__name__ == node.op_type:
+            return op
     if node.domain not in ("", "ai.onnx"):
-        return False
+        return None
     try:
         load_op(node.domain, node.op_type, opset.get(node.domain, opset.get("")))
     except RuntimeContextError:
         return True  # defined by a function body (e.g. Gelu) that the evaluator expands per node
     except NotImplementedError:
-        return False
+        return None
     return True
 
 
+def _nodes(graph: onnx.GraphProto):
+    """Every node of GRAPH and of the subgraphs its nodes hold (If branches, Loop and Scan bodies)."""
+    for node in graph.node:
+        yield node
+        for attribute in node.attribute:
+            for subgraph in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                yield from _nodes(subgraph)
+
+
 def check_supported(proto: onnx.ModelProto, path: str) -> None:
+    """Refuse a model with an operator gentwin.reference has no kernel for, or a contrib node whose attribute
+    values, inputs or outputs its kernel does not implement, subgraphs included."""
     opset = {entry.domain: entry.version for entry in proto.opset_import}
-    missing = sorted({f"{node.domain or 'ai.onnx'}.{node.op_type}" for node in proto.graph.node
-                      if not _has_kernel(node, opset)})
+    missing = set()
+    for node in _nodes(proto.graph):
+        kernel = _kernel(node, opset)
+        if kernel is None:
+            missing.add(f"{node.domain or 'ai.onnx'}.{node.op_type}")
+        elif kernel is not True:
+            try:
+                kernel.check_node(node)
+            except NotImplementedError as error:
+                raise UnsupportedOperatorError(f"{path}: node {node.name!r}: {error}") from None
     if missing:
-        raise UnsupportedOperatorError(f"{path} uses operators gentwin.reference has no kernel for: {', '.join(missing)}")
+        raise UnsupportedOperatorError(
+            f"{path} uses operators gentwin.reference has no kernel for: {', '.join(sorted(missing))}"
+        )
 
 
 class Graph:

@@ -569,3 +569,75 @@ def test_decoder_model_matches_onnxruntime(case):
         assert_outputs_match(expected, reference.run(None, feeds))
         token = expected[0][:, -1].argmax(axis=-1)[:, None]
         feeds = next_feeds(feeds, expected, token)
+
+
+# --- The load check: what each kernel declares it implements ---------------------------------------
+
+
+def model_with_changed_node(tmp_path, op_type, change):
+    """A copy of llama-fp32 whose every `op_type` node is passed to `change` (the weights stay as they are)."""
+    import shutil
+
+    from tests.conftest import FIXTURE_MODELS
+
+    folder = tmp_path / "model"
+    shutil.copytree(FIXTURE_MODELS / "llama-fp32", folder)
+    proto = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    for node in proto.graph.node:
+        if node.op_type == op_type:
+            change(node)
+    onnx.save(proto, str(folder / "model.onnx"))
+    return folder
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda node: node.attribute.append(helper.make_attribute("causal", 0)), "causal=0"),
+        (lambda node: node.attribute.append(helper.make_attribute("k_quant_type", "PER_CHANNEL")),
+         "k_quant_type='PER_CHANNEL'"),
+        (lambda node: node.input.extend(["", "", "position_ids"]), "input='q_norm_weight'"),
+    ],
+    ids=["attribute", "string_attribute", "input"],
+)  # fmt: skip
+def test_model_refuses_at_load_a_node_its_kernel_does_not_implement(tmp_path, change, message):
+    import gentwin.reference
+    from gentwin.reference.decoder import UnsupportedOperatorError
+
+    folder = model_with_changed_node(tmp_path, "GroupQueryAttention", change)
+    pattern = rf"node '/model/layers\.0/attn/GroupQueryAttention': GroupQueryAttention: {message} is not supported"
+    with pytest.raises(UnsupportedOperatorError, match=pattern):
+        gentwin.reference.Model(str(folder))
+
+
+def if_model(branch_node):
+    """A model whose only node is an If with BRANCH_NODE in both branches."""
+    branch = helper.make_graph([branch_node], "branch", [], [helper.make_empty_tensor_value_info("y")])
+    node = helper.make_node("If", ["condition"], ["out"], then_branch=branch, else_branch=branch)
+    return make_model([node], {"condition": np.array(True)}, ["out"])
+
+
+@pytest.mark.parametrize(
+    "branch_node, message",
+    [
+        (helper.make_node("RotaryEmbedding", ["x", "p", "c", "s"], ["y"], domain="com.microsoft",
+                          is_packed_batching=1), "node 'rope': RotaryEmbedding: is_packed_batching=1 is not supported"),
+        (helper.make_node("MoE", ["x", "r", "w1"], ["y"], domain="com.microsoft", k=1, activation_type="swiglu"),
+         "MoE: swiglu_fusion=0 is not supported"),
+        (helper.make_node("NoSuchOp", ["x"], ["y"], domain="com.microsoft"), "no kernel for: com.microsoft.NoSuchOp"),
+    ],
+    ids=["attribute", "attribute_combination", "operator"],
+)  # fmt: skip
+def test_the_load_check_reads_subgraphs(branch_node, message):
+    from gentwin.reference.decoder import UnsupportedOperatorError, check_supported
+
+    branch_node.name = "rope"
+    with pytest.raises(UnsupportedOperatorError, match=message):
+        check_supported(if_model(branch_node), "model.onnx")
+
+
+def test_the_load_check_passes_nodes_their_kernels_implement():
+    from gentwin.reference.decoder import check_supported
+
+    node = helper.make_node("RotaryEmbedding", ["x", "p", "c", "s"], ["y"], domain="com.microsoft", interleaved=1)
+    check_supported(if_model(node), "model.onnx")

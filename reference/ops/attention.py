@@ -3,7 +3,7 @@
 import numpy as np
 
 from .attention_common import attend_masked, merge_heads, split_heads
-from .contrib_op import ContribOp, unsupported
+from .contrib_op import ContribOp
 
 
 class Attention(ContribOp):
@@ -12,6 +12,9 @@ class Attention(ContribOp):
     present = [K; V] of shape [2, B, N, P + S, D]. mask_index marks padding keys (see `mask_bias`);
     unidirectional hides the keys after each query.
     """
+
+    implemented_values = {"do_rotary": (0,), "past_present_share_buffer": (0,)}
+    unimplemented_inputs = {6: "past_sequence_length"}
 
     def _run(
         self,
@@ -31,10 +34,6 @@ class Attention(ContribOp):
         rotary_embedding_dim=0,
         past_present_share_buffer=0,
     ):
-        if do_rotary:
-            raise unsupported("Attention", "do_rotary", do_rotary)
-        if past_present_share_buffer or past_sequence_length is not None:
-            raise unsupported("Attention", "past_present_share_buffer", past_present_share_buffer)
         if past is not None and attention_bias is not None:
             raise ValueError("Attention: past and attention_bias cannot be used together.")
         sizes = qkv_hidden_sizes or [weights.shape[1] // 3] * 3

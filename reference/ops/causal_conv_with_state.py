@@ -12,7 +12,7 @@ leave the same state. An omitted past_state is all zeros, i.e. the sequence star
 import numpy as np
 
 from ..cpp_arithmetic import expf
-from .contrib_op import ContribOp, unsupported
+from .contrib_op import ContribOp
 
 ACTIVATIONS = ("none", "silu", "swish")  # swish is another name for silu
 
@@ -24,12 +24,15 @@ class CausalConvWithState(ContribOp):
 
     channels_last=1 lays input and output out as [B, L, d_1, ..., d_n] and the states as
     [B, P, d_1, ..., d_n] (C = d_1 * ... * d_n); weight and bias keep their shapes. onnxruntime's
-    CPU kernel implements ndim=1 and state_window=0 only, and so does this one.
+    CPU kernel implements ndim=1 and state_window=0 only (the windowed state on CUDA only), and so does
+    this one.
     """
+
+    implemented_values = {"ndim": (1,), "state_window": (0,)}
 
     def _run(self, x, weight, bias=None, past_state=None, ndim=1, activation="none", dilation=1,
              channels_last=0, state_window=0):  # fmt: skip
-        check_attributes(ndim, activation, dilation, channels_last, state_window)
+        check_attributes(activation, dilation, channels_last)
         new = channels_first(x) if channels_last else x  # [B, C, L]
         batch, channels, length = new.shape
         taps = check_weight(weight, bias, channels)
@@ -89,12 +92,8 @@ def state_shape(x, state_length, channels_last):
     return (x.shape[0], x.shape[1], state_length)
 
 
-def check_attributes(ndim, activation, dilation, channels_last, state_window):
+def check_attributes(activation, dilation, channels_last):
     op = "CausalConvWithState"
-    if ndim != 1:
-        raise unsupported(op, "ndim", ndim)
-    if state_window != 0:  # onnxruntime implements the windowed state on CUDA only
-        raise unsupported(op, "state_window", state_window)
     if activation not in ACTIVATIONS:
         raise ValueError(f"{op}: activation must be one of {', '.join(ACTIVATIONS)}, not {activation!r}.")
     if dilation < 1:

@@ -1,5 +1,6 @@
 """The base class of every contrib kernel, and the one way they refuse what they do not implement."""
 
+from onnx import helper
 from onnx.reference.op_run import OpRun
 
 
@@ -15,10 +16,42 @@ class ContribOp(OpRun):
     OpRun looks an operator's schema up by class name in the standard ONNX domain, and would then
     pass the default attributes of ONNX's own Attention or RotaryEmbedding to these namesakes;
     `op_schema = None` stops that, so `_run` receives only the attributes the node sets.
+
+    A kernel declares what it implements as data, so that a node it cannot run is refused when the
+    model is loaded (`check_node`, called by the load check and again when the evaluator builds the
+    kernel), not at the first run: `implemented_values` maps an attribute to the values implemented
+    (an absent attribute takes its default, which every kernel implements); `unimplemented_inputs` and
+    `unimplemented_outputs` map the index of an optional input or output to its name.
     """
 
     op_domain = "com.microsoft"
     op_schema = None
+    implemented_values: dict = {}
+    unimplemented_inputs: dict = {}
+    unimplemented_outputs: dict = {}
+
+    def __init__(self, onnx_node, run_params):
+        self.check_node(onnx_node)
+        super().__init__(onnx_node, run_params)
+
+    @classmethod
+    def check_node(cls, node) -> None:
+        """Raise NotImplementedError naming the first attribute value, input or output of NODE that this
+        kernel does not implement."""
+        attributes = node_attributes(node)
+        for name, values in cls.implemented_values.items():
+            if name in attributes and attributes[name] not in values:
+                raise unsupported(node.op_type, name, attributes[name])
+        for names, kind in ((node.input, "input"), (node.output, "output")):
+            unimplemented = cls.unimplemented_inputs if kind == "input" else cls.unimplemented_outputs
+            for index, name in unimplemented.items():
+                if index < len(names) and names[index]:
+                    raise unsupported(node.op_type, kind, name)
+        cls.check_attributes(node.op_type, attributes)
+
+    @classmethod
+    def check_attributes(cls, op_type, attributes) -> None:
+        """Refusals that depend on several attributes together; `attributes` maps names to values."""
 
     def _check_and_fix_outputs(self, res):
         for value, name in zip(res, self.onnx_node.output):
@@ -35,6 +68,12 @@ class ContribOp(OpRun):
     def outputs(self, *values):
         """The values for the outputs the node declares, None for the omitted ones."""
         return tuple(value if name else None for value, name in zip(values, self.onnx_node.output))
+
+
+def node_attributes(node) -> dict:
+    """A node's attributes by name, strings decoded."""
+    values = {attribute.name: helper.get_attribute_value(attribute) for attribute in node.attribute}
+    return {name: value.decode() if isinstance(value, bytes) else value for name, value in values.items()}
 
 
 def unsupported(op_type, what, value):

@@ -69,6 +69,16 @@ class GroupQueryAttention(ContribOp):
     (the query's own included), and head_sink / smooth_softmax add an extra logit to the denominator.
     A query with no key left to attend outputs zeros."""
 
+    implemented_values = {
+        "qk_output": (0,),
+        "causal": (1,),
+        "sliding_window_cache": (0, 1),
+        "k_quant_type": ("NONE",),
+        "v_quant_type": ("NONE",),
+        "kv_cache_bit_width": (0,),
+    }
+    unimplemented_inputs = {9: "position_ids", 12: "k_scale", 13: "v_scale", 14: "q_norm_weight", 15: "k_norm_weight"}
+
     def _run(
         self,
         query,
@@ -103,10 +113,8 @@ class GroupQueryAttention(ContribOp):
         kv_cache_bit_width=0,
         qk_norm_epsilon=1e-6,
     ):
-        self._reject_unsupported(
-            position_ids, k_scale, v_scale, q_norm_weight, k_norm_weight, past_key,
-            qk_output, causal, sliding_window_cache, k_quant_type, v_quant_type, kv_cache_bit_width,
-        )  # fmt: skip
+        if past_key is not None and past_key.dtype.kind != "f":
+            raise unsupported("GroupQueryAttention", "quantized past_key dtype", str(past_key.dtype))
         batch, new_length, _ = query.shape
         if key is None:  # packed QKV: [B, S, (N + 2 Nkv) * D]
             head_size = query.shape[2] // (num_heads + 2 * kv_num_heads)
@@ -179,35 +187,6 @@ class GroupQueryAttention(ContribOp):
                 raise ValueError("GroupQueryAttention: sequence_length > 1 with a past needs batch_size 1.")
             return False
         return new_length == total_length
-
-    @staticmethod
-    def _reject_unsupported(
-        position_ids, k_scale, v_scale, q_norm_weight, k_norm_weight, past_key,
-        qk_output, causal, sliding_window_cache, k_quant_type, v_quant_type, kv_cache_bit_width,
-    ):  # fmt: skip
-        op = "GroupQueryAttention"
-        for name, tensor in [
-            ("position_ids", position_ids),
-            ("k_scale", k_scale),
-            ("v_scale", v_scale),
-            ("q_norm_weight", q_norm_weight),
-            ("k_norm_weight", k_norm_weight),
-        ]:
-            if tensor is not None:
-                raise unsupported(op, "input", name)
-        if sliding_window_cache not in (0, 1):
-            raise ValueError(f"{op}: sliding_window_cache must be 0 or 1, not {sliding_window_cache!r}.")
-        if past_key is not None and past_key.dtype.kind != "f":
-            raise unsupported(op, "quantized past_key dtype", str(past_key.dtype))
-        for name, attribute, default in [
-            ("qk_output", qk_output, 0),
-            ("causal", causal, 1),
-            ("k_quant_type", k_quant_type, "NONE"),
-            ("v_quant_type", v_quant_type, "NONE"),
-            ("kv_cache_bit_width", kv_cache_bit_width, 0),
-        ]:
-            if attribute != default:
-                raise unsupported(op, name, attribute)
 
 
 def full_cache(past_key, past_value, k, v, past_lengths, positions, total_length):

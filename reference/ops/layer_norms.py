@@ -3,7 +3,10 @@ SkipSimplifiedLayerNormalization and SkipLayerNormalization (com.microsoft)."""
 
 import numpy as np
 
-from .contrib_op import ContribOp, unsupported
+from .contrib_op import ContribOp
+
+# onnxruntime's CPU skip kernels never write the training-only mean and inv_std_var outputs.
+STATISTICS_OUTPUTS = {1: "mean", 2: "inv_std_var"}
 
 
 def rms_norm(x, gamma, epsilon, axes=(-1,)):
@@ -26,10 +29,9 @@ class SimplifiedLayerNormalization(ContribOp):
     """
 
     op_domain = ""
+    implemented_values = {"stash_type": (1,)}
 
     def _run(self, x, scale, axis=-1, epsilon=1e-5, stash_type=1):
-        if stash_type != 1:
-            raise unsupported("SimplifiedLayerNormalization", "stash_type", stash_type)
         axes = tuple(range(axis % x.ndim, x.ndim))
         y, inv_std_var = rms_norm(x, scale, epsilon, axes)
         return self.outputs(y.astype(x.dtype), inv_std_var)
@@ -38,8 +40,9 @@ class SimplifiedLayerNormalization(ContribOp):
 class SkipSimplifiedLayerNormalization(ContribOp):
     """sum = input + skip (+ bias); output = RMSNorm(sum) * gamma; the 4th output is sum (the residual)."""
 
+    unimplemented_outputs = STATISTICS_OUTPUTS
+
     def _run(self, x, skip, gamma, bias=None, epsilon=1e-12):
-        reject_statistics_outputs(self, "SkipSimplifiedLayerNormalization")
         total = x + skip if bias is None else x + skip + bias  # skip may be [B, S, H], [1, S, H] or [S, H]
         y, _ = rms_norm(total, gamma, epsilon)
         return self.outputs(y.astype(x.dtype), None, None, total)
@@ -48,14 +51,9 @@ class SkipSimplifiedLayerNormalization(ContribOp):
 class SkipLayerNormalization(ContribOp):
     """sum = input + skip (+ bias); output = LayerNorm(sum) * gamma (+ beta); the 4th output is sum."""
 
+    unimplemented_outputs = STATISTICS_OUTPUTS
+
     def _run(self, x, skip, gamma, beta=None, bias=None, epsilon=1e-12):
-        reject_statistics_outputs(self, "SkipLayerNormalization")
         total = x + skip if bias is None else x + skip + bias  # skip may be [B, S, H], [1, S, H] or [S, H]
         return self.outputs(layer_norm(total, gamma, beta, epsilon).astype(x.dtype), None, None, total)
 
-
-def reject_statistics_outputs(op, op_type):
-    """onnxruntime's CPU skip kernels never write the training-only mean and inv_std_var outputs."""
-    for index, name in [(1, "mean"), (2, "inv_std_var")]:
-        if op.output_requested(index):
-            raise unsupported(op_type, "output", name)

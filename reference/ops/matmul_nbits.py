@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .contrib_op import ContribOp, unsupported
+from .contrib_op import ContribOp
 
 FLOAT_ACCURACY_LEVELS = (0, 1)  # 0 = unset, 1 = fp32: dequantize B and multiply in float32
 INT8_ACCURACY_LEVEL = 4  # A is quantized to int8 per block as well, products accumulate as integers
@@ -28,6 +28,13 @@ class MatMulNBits(ContribOp):
     identity of the B, scales and zero_points arrays.
     """
 
+    implemented_values = {
+        "bits": (2, 4, 8),
+        "accuracy_level": (*FLOAT_ACCURACY_LEVELS, INT8_ACCURACY_LEVEL),
+        "weight_prepacked": (0,),
+    }
+    unimplemented_inputs = {4: "g_idx"}
+
     def __init__(self, onnx_node, run_params):
         super().__init__(onnx_node, run_params)
         self._unpacked = None  # ((B, scales, zero_points) it was built from, unpacked weights)
@@ -47,14 +54,6 @@ class MatMulNBits(ContribOp):
         accuracy_level=0,
         weight_prepacked=0,
     ):
-        if bits not in (2, 4, 8):
-            raise unsupported("MatMulNBits", "bits", bits)
-        if accuracy_level not in (*FLOAT_ACCURACY_LEVELS, INT8_ACCURACY_LEVEL):
-            raise unsupported("MatMulNBits", "accuracy_level", accuracy_level)
-        if g_idx is not None:
-            raise unsupported("MatMulNBits", "input", "g_idx")
-        if weight_prepacked:
-            raise unsupported("MatMulNBits", "weight_prepacked", weight_prepacked)
         rows = a.reshape(-1, K)  # [M, K]
         # MLAS has no int8 kernel for float zero points, so onnxruntime multiplies those in float32
         float_zero_points = zero_points is not None and zero_points.dtype != np.uint8

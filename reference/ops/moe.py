@@ -16,16 +16,33 @@ from .matmul_nbits import int8_rounded, unpack_weights
 F32 = np.float32
 
 
-class MoE(ContribOp):
+class Mixture(ContribOp):
+    """What MoE and QMoE implement, as onnxruntime's CPU kernel: no sparse mixer, the activations of
+    ACTIVATIONS, and SwiGLU only with its gate and linear rows interleaved (swiglu_fusion 1)."""
+
+    implemented_values = {"use_sparse_mixer": (0,)}
+
+    @classmethod
+    def check_attributes(cls, op_type, attributes):
+        activation = attributes.get("activation_type")
+        if activation not in (*ACTIVATIONS, "swiglu"):
+            raise unsupported(op_type, "activation_type", activation)
+        if activation == "swiglu" and attributes.get("swiglu_fusion", 0) != 1:
+            raise unsupported(op_type, "swiglu_fusion", attributes.get("swiglu_fusion", 0))
+
+
+class MoE(Mixture):
     """fc1_experts_weights [experts, fc1 rows, hidden], fc2_experts_weights [experts, hidden, inter], biases
     [experts, rows]. Like onnxruntime's CPU kernel: no fc3 (a separate gate), no sparse mixer, SwiGLU only
     interleaved (swiglu_fusion 1); float32 only."""
+
+    unimplemented_inputs = {6: "fc3_experts_weights", 7: "fc3_experts_bias"}  # a separate gate projection
 
     def _run(
         self, input, router_probs, fc1_experts_weights, fc1_experts_bias=None, fc2_experts_weights=None,
         fc2_experts_bias=None, fc3_experts_weights=None, fc3_experts_bias=None, **attributes,
     ):  # fmt: skip
-        settings = MixtureSettings("MoE", input, fc3_experts_weights, fc3_experts_bias, **attributes)
+        settings = MixtureSettings("MoE", input, **attributes)
         inter = fc2_experts_weights.shape[-1]
         fc1_rows, hidden = settings.fc1_rows(inter), settings.hidden
         check_shapes("MoE", settings, router_probs, {
@@ -44,7 +61,7 @@ class MoE(ContribOp):
         return (mixture(input, chosen, weights, expert_network),)
 
 
-class QMoE(ContribOp):
+class QMoE(Mixture):
     """MoE with experts quantized as MatMulNBits weights (no g_idx): fc1_experts_weights [experts, fc1 rows,
     hidden * bits / 8] uint8, each row in blocks of block_size values; scales [experts, rows, blocks], or
     [experts, rows] (one block a row) without block_size; zero points packed like the weights, 2^(bits - 1)
@@ -56,20 +73,27 @@ class QMoE(ContribOp):
     at accuracy_level 4 does (MLAS has no float32 kernel for 8 bits); other experts multiply the dequantized
     weights in float32. Blocks must divide the rows: onnxruntime computes ragged ones another way."""
 
+    unimplemented_inputs = {
+        8: "fc3_experts_weights", 9: "fc3_scales", 10: "fc3_experts_bias", 13: "fc3_zero_points", 14: "router_weights",
+    }  # fmt: skip
+
+    @classmethod
+    def check_attributes(cls, op_type, attributes):
+        super().check_attributes(op_type, attributes)
+        if attributes.get("expert_weight_bits") not in (4, 8):
+            raise unsupported(op_type, "expert_weight_bits", attributes.get("expert_weight_bits"))
+
     def _run(
         self, input, router_probs, fc1_experts_weights, fc1_scales, fc1_experts_bias=None,
         fc2_experts_weights=None, fc2_scales=None, fc2_experts_bias=None, fc3_experts_weights=None,
         fc3_scales=None, fc3_experts_bias=None, fc1_zero_points=None, fc2_zero_points=None, fc3_zero_points=None,
         router_weights=None, expert_weight_bits=None, block_size=None, accuracy_level=0, **attributes,
     ):  # fmt: skip
-        fc3 = next((x for x in (fc3_experts_weights, fc3_scales, fc3_zero_points) if x is not None), None)
-        settings = MixtureSettings("QMoE", input, fc3, fc3_experts_bias, **attributes)
+        settings = MixtureSettings("QMoE", input, **attributes)
         bits = expert_weight_bits
-        if bits not in (4, 8):
-            raise unsupported("QMoE", "expert_weight_bits", bits)
         hidden, inter = settings.hidden, fc2_experts_weights.shape[-1] * 8 // bits
         fc1_rows = settings.fc1_rows(inter)
-        check_quantization(block_size, hidden, inter, router_weights, {
+        check_quantization(block_size, hidden, inter, {
             "fc1_experts_weights": fc1_experts_weights, "fc2_experts_weights": fc2_experts_weights,
             "fc1_zero_points": fc1_zero_points, "fc2_zero_points": fc2_zero_points,
         })  # fmt: skip
@@ -95,11 +119,9 @@ class QMoE(ContribOp):
         return (mixture(input, chosen, weights, expert_network),)
 
 
-def check_quantization(block_size, hidden, inter, router_weights, packed):
-    """Raise unless the arrays in `packed` (name -> array or None) are uint8, router_weights is absent and
-    block_size, if set, is a power of 2 from 16 up that divides both layers' inputs."""
-    if router_weights is not None:
-        raise unsupported("QMoE", "input", "router_weights")
+def check_quantization(block_size, hidden, inter, packed):
+    """Raise unless the arrays in `packed` (name -> array or None) are uint8 and block_size, if set, is a
+    power of 2 from 16 up that divides both layers' inputs."""
     for name, array in packed.items():
         if array is not None and array.dtype != np.uint8:
             raise unsupported("QMoE", f"{name} dtype", str(array.dtype))
@@ -138,26 +160,18 @@ def expert_bias(biases, expert):
 
 
 class MixtureSettings:
-    """The attributes MoE and QMoE share, checked, with onnxruntime's CPU defaults; the input's token count
-    and hidden size."""
+    """The attributes MoE and QMoE share (those Mixture does not refuse), with onnxruntime's CPU defaults;
+    the input's token count and hidden size."""
 
     def __init__(
-        self, op_type, input, fc3_weights, fc3_bias, k=None, activation_type=None, normalize_routing_weights=0,
+        self, op_type, input, k=None, activation_type=None, normalize_routing_weights=0,
         use_sparse_mixer=0, swiglu_fusion=0, swiglu_limit=np.inf, activation_alpha=1.0, activation_beta=0.0,
     ):  # fmt: skip
-        if fc3_weights is not None or fc3_bias is not None:
-            raise unsupported(op_type, "input", "fc3 (a separate gate projection)")
         if input.dtype != F32:
             raise unsupported(op_type, "input dtype", str(input.dtype))
         if k is None or k < 1:
             raise ValueError(f"{op_type}: k={k} must be at least 1.")
         activation = activation_type.decode() if isinstance(activation_type, bytes) else activation_type
-        if activation not in (*ACTIVATIONS, "swiglu"):
-            raise unsupported(op_type, "activation_type", activation_type)
-        if activation == "swiglu" and swiglu_fusion != 1:
-            raise unsupported(op_type, "swiglu_fusion", swiglu_fusion)  # onnxruntime's CPU kernel: interleaved only
-        if use_sparse_mixer:
-            raise unsupported(op_type, "use_sparse_mixer", use_sparse_mixer)
         self.hidden, self.tokens = input.shape[-1], input.size // max(input.shape[-1], 1)
         self.k, self.activation, self.normalize = k, activation, bool(normalize_routing_weights)
         self.alpha, self.beta, self.limit = F32(activation_alpha), F32(activation_beta), F32(swiglu_limit)

@@ -13,6 +13,9 @@ class MultiHeadAttention(ContribOp):
     (see `mask_bias`); unidirectional hides the keys after each query.
     """
 
+    unimplemented_inputs = {8: "past_sequence_length", 9: "cache_indirection"}
+    unimplemented_outputs = {3: "qk"}
+
     def _run(
         self,
         query,
@@ -33,10 +36,6 @@ class MultiHeadAttention(ContribOp):
         if key is None or key.ndim != 3:
             key_rank = None if key is None else key.ndim
             raise unsupported("MultiHeadAttention", "packed QKV/KV or a BNSH key; key rank", key_rank)
-        if past_sequence_length is not None or cache_indirection is not None:
-            raise unsupported("MultiHeadAttention", "input", "past_sequence_length/cache_indirection")
-        if self.output_requested(3):
-            raise unsupported("MultiHeadAttention", "output", "qk")
         if unidirectional and key.shape[1] != query.shape[1]:
             # onnxruntime then masks every query but the last as if keys started at the first query
             raise unsupported("MultiHeadAttention", "unidirectional with key length != query length", unidirectional)

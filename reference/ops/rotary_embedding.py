@@ -16,6 +16,8 @@ class RotaryEmbedding(ContribOp):
     CPU kernel never does, so it changes nothing.
     """
 
+    implemented_values = {"is_packed_batching": (0,)}
+
     def _run(
         self,
         x,
@@ -28,8 +30,6 @@ class RotaryEmbedding(ContribOp):
         is_packed_batching=0,
         scale=1.0,
     ):
-        if is_packed_batching:
-            raise unsupported("RotaryEmbedding", "is_packed_batching", is_packed_batching)
         if x.ndim == 4:
             batch, _, length, head_size = x.shape
         else:
