@@ -1,0 +1,234 @@
+"""Play the sweep's folders on onnxruntime-genai (the peer), gentwin.fast and gentwin.reference, and judge
+each engine with gentwin.conformance's verdicts.
+
+Each folder is played in its own process (`python -m tools.sweep.play FOLDER` prints one JSON line), under
+a timeout, so that a crash or a hang costs one folder, and each engine loads the folder once. An engine is
+judged against the peer wherever the peer plays the scenario through; where the peer cannot (it refuses the
+folder, or raises during the scenario), the two gentwin engines are judged against each other instead, and
+the table marks that with a `*`.
+
+Per folder and engine the outcome is the worst over the scenarios: refused (Model() or the Generator raised),
+diverged, tie, identical.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tools.sweep.catalogue import Build
+
+ENGINES = ("fast", "reference")
+MODULES = {"peer": "onnxruntime_genai", "fast": "gentwin.fast", "reference": "gentwin.reference"}
+IDENTICAL, TIE, DIVERGED, REFUSED = "identical", "tie", "diverged", "refused"
+WORST_FIRST = (REFUSED, DIVERGED, TIE, IDENTICAL)
+FOLDER_SECONDS = 420
+
+
+def scenarios(facts) -> list:
+    """The fixed set every folder plays: greedy, a right-padded batch, a chat with a second append (from
+    conformance's greedy battery), seeded sampling, beam search, and logits read before every choice."""
+    from gentwin.conformance.scenarios import Scenario, greedy_battery, logits_before_each_choice
+
+    greedy = {s.name: s for s in greedy_battery(facts.vocab_size, facts.pad_token_id)}
+    prompt = greedy["batch1"].prompt
+    return [
+        greedy["batch1"], greedy["batch2-padded"], greedy["chat-3-turns"],
+        Scenario("sampling", prompt, (("generate", 12),),
+                 {"do_sample": True, "top_k": 20, "top_p": 0.9, "temperature": 0.8, "random_seed": 7,
+                  "max_length": 24}),
+        Scenario("beam", prompt, (("finish",),), {"num_beams": 3, "num_return_sequences": 2, "max_length": 16}),
+        Scenario("logits", prompt, logits_before_each_choice(6), {"max_length": 24}),
+    ]
+
+
+def first_line(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip()
+    return text.splitlines()[0][:300]
+
+
+def play_folder(folder: Path) -> dict:
+    """Everything the table needs about one folder (runs in the worker process)."""
+    import importlib
+
+    from gentwin.conformance.model_facts import ModelFacts
+    from gentwin.conformance.verdict import Side, judge
+
+    started = time.perf_counter()
+    sides, refusals = {}, {}
+    for role, module_name in MODULES.items():
+        module = importlib.import_module(module_name)
+        try:
+            sides[role] = Side(module, module.Model(str(folder)))
+        except Exception as error:
+            refusals[role] = f"Model(): {first_line(error)}"
+    facts = ModelFacts.read(folder)
+    report = {"peer": {"refused": refusals.get("peer"), "failed": {}},
+              **{engine: {"refused": refusals.get(engine), "verdicts": {}} for engine in ENGINES}}
+    for scenario in scenarios(facts):
+        peer_failure = refusals.get("peer") or failure_of(sides["peer"], scenario)
+        if peer_failure and "peer" in sides:
+            report["peer"]["failed"][scenario.name] = peer_failure
+        for engine, other in zip(ENGINES, reversed(ENGINES)):
+            if engine not in sides:
+                continue
+            own_failure = generator_refusal(sides[engine], scenario)
+            if own_failure:
+                report[engine]["verdicts"][scenario.name] = {"outcome": REFUSED, "detail": own_failure}
+                continue
+            oracle = "peer" if not peer_failure else other if other in sides else None
+            if oracle is None:
+                continue  # nothing to judge against
+            try:
+                verdict = judge(sides[engine], sides[oracle], scenario, facts)
+                outcome, detail = verdict.outcome, verdict.detail
+            except Exception as error:  # the oracle's Generator refused this scenario
+                outcome, detail = DIVERGED, f"judging against {oracle} raised {first_line(error)}"
+            report[engine]["verdicts"][scenario.name] = {"outcome": outcome, "detail": detail[:600],
+                                                         "oracle": oracle}
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def generator_refusal(side, scenario) -> str | None:
+    """What SIDE's Generator said refusing SCENARIO's options, or None when it was made."""
+    try:
+        side.player(scenario)
+    except Exception as error:
+        return f"Generator: {first_line(error)}"
+    return None
+
+
+def failure_of(side, scenario) -> str | None:
+    """Why the peer cannot play SCENARIO through (its Generator refused, or a call raised), or None."""
+    refusal = generator_refusal(side, scenario)
+    if refusal:
+        return refusal
+    events = side.player(scenario).play()
+    if events and events[-1].kind == "raised":
+        return f"raised at step {events[-1].step}: {events[-1].value.splitlines()[0][:300]}"
+    return None
+
+
+@dataclass
+class FolderResult:
+    build: Build
+    report: dict | None = None      # play_folder's, or None when the folder has none
+    problem: str = ""               # why there is no report: the build failed, the worker crashed or hung
+
+    def outcome(self, engine: str) -> tuple[str, str, bool]:
+        """(outcome, the first non-identical scenario's detail, whether the peer was the oracle throughout)."""
+        if self.report is None:
+            return "-", self.problem, True
+        side = self.report[engine]
+        if side["refused"]:
+            return REFUSED, side["refused"], True
+        verdicts = side["verdicts"]
+        if not verdicts:
+            return "-", "nothing to judge against", True
+        worst = next(o for o in WORST_FIRST if any(v["outcome"] == o for v in verdicts.values()))
+        detail = next((f"{name}: {v['detail']}" for name, v in verdicts.items() if v["outcome"] == worst), "")
+        return worst, detail if worst != IDENTICAL else "", all(v.get("oracle") == "peer" for v in verdicts.values()
+                                                               if v["outcome"] != REFUSED)
+
+    def peer_note(self) -> str:
+        if self.report is None:
+            return ""
+        peer = self.report["peer"]
+        if peer["refused"]:
+            return peer["refused"]
+        failed = peer["failed"]
+        return "; ".join(f"{name}: {why}" for name, why in failed.items())
+
+
+def run_worker(build: Build, root: Path) -> FolderResult:
+    from tools.sweep.build import failure_note
+
+    folder = root / build.name
+    if failure_note(root, build).is_file():
+        return FolderResult(build, problem="build failed: " + failure_note(root, build).read_text().strip())
+    if not (folder / "genai_config.json").is_file():
+        return FolderResult(build, problem="not built")
+    command = [sys.executable, "-m", "tools.sweep.play", str(folder)]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=FOLDER_SECONDS,
+                              cwd=Path(__file__).resolve().parents[2])
+    except subprocess.TimeoutExpired:
+        return FolderResult(build, problem=f"hung: no answer within {FOLDER_SECONDS} s")
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        said = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return FolderResult(build, problem=f"worker exit {done.returncode}: {said[:300]}")
+    return FolderResult(build, json.loads(lines[-1]))
+
+
+SHORT = {IDENTICAL: "id", TIE: "tie", DIVERGED: "DIV", REFUSED: "REF", "-": "-"}
+
+
+def cell(result: FolderResult) -> str:
+    parts = []
+    for engine in ENGINES:
+        outcome, _, against_peer = result.outcome(engine)
+        parts.append(SHORT[outcome] + ("" if against_peer else "*"))
+    if result.report is None:
+        return "BUILD" if result.problem.startswith("build failed") else "CRASH" if "exit" in result.problem else "-"
+    return "/".join(parts)
+
+
+def column(build: Build) -> str:
+    return "-".join(part for part in (build.precision, build.label) if part)
+
+
+def table(results: list[FolderResult]) -> str:
+    families = list(dict.fromkeys(r.build.family.name for r in results))
+    columns = list(dict.fromkeys(column(r.build) for r in results))
+    by_key = {(r.build.family.name, column(r.build)): r for r in results}
+    width = max(11, *(len(c) + 1 for c in columns))
+    lines = ["fast/reference per family and precision: id identical, tie a numerical tie, DIV diverged, "
+             "REF refused,", "* judged against the other engine (the peer cannot run it), BUILD the builder "
+             "failed, CRASH the worker died", "",
+             f"{'family':<17}" + "".join(f"{c:>{width}}" for c in columns)]
+    for family in families:
+        row = "".join(f"{cell(by_key[family, c]) if (family, c) in by_key else '':>{width}}" for c in columns)
+        lines.append(f"{family:<17}{row}")
+    lines.append("")
+    for result in results:
+        name = result.build.name
+        if result.report is None:
+            if result.problem != "not built":
+                lines.append(f"{name}: {result.problem}")
+            continue
+        if result.peer_note():
+            lines.append(f"{name} peer: {result.peer_note()}")
+        for engine in ENGINES:
+            outcome, detail, _ = result.outcome(engine)
+            if outcome != IDENTICAL:
+                lines.append(f"{name} {engine}: {outcome}: {detail}")
+    return "\n".join(lines)
+
+
+def as_json(results: list[FolderResult]) -> list:
+    return [{"folder": r.build.name, "family": r.build.family.name, "precision": r.build.precision,
+             "options": list(r.build.options), "problem": r.problem, "report": r.report,
+             **{engine: r.outcome(engine)[0] for engine in ENGINES}} for r in results]
+
+
+def play_all(selected: list[Build], root: Path, json_path: str | None) -> None:
+    results = []
+    for index, build in enumerate(selected, 1):
+        started = time.perf_counter()
+        result = run_worker(build, root)
+        results.append(result)
+        print(f"[{index}/{len(selected)}] {build.name:<28} {cell(result):<12} {time.perf_counter() - started:.0f}s",
+              flush=True)
+    print("\n" + table(results))
+    if json_path:
+        Path(json_path).write_text(json.dumps(as_json(results), indent=1))
+
+
+if __name__ == "__main__":
+    print(json.dumps(play_folder(Path(sys.argv[1]))))
