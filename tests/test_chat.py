@@ -546,7 +546,8 @@ def test_gentwin_chat_streams_replies_in_the_terminal_and_undo_rewinds(monkeypat
     monkeypatch.setattr("sys.stdin", io.StringIO("Hello\n/undo\n/undo\nHello\n/reset\nHello\n/help\n"))
     assert main(["chat", str(CHAT_MODEL), "--engine", "reference", "--system", SYSTEM, "--max-tokens", "8",
                  "--temperature", "0"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     expected = Client(CHAT_MODEL, "reference", cache_entries=0).chat(messages("Hello"), max_tokens=8, **GREEDY)
     assert out.count(f"> {expected.text}\n({expected.finish_reason})\n") == 3
-    assert "error: nothing to undo" in out and "(conversation reset)" in out and "/reset   forget" in out
+    assert "(last turn forgotten)" in out and "(conversation reset)" in out and "/reset   forget" in out
+    assert err == "error: nothing to undo: the conversation has no turn yet\n"  # the second /undo, on stderr
