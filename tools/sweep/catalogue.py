@@ -38,9 +38,9 @@ class Family:
 
 
 def _longrope(head_dim: int = 16) -> dict:
+    """Phi-3.5's rope_scaling as its config.json writes it ("type", which the builder reads)."""
     half = head_dim // 2
-    return {"rope_type": "longrope", "rope_theta": 10000.0, "original_max_position_embeddings": 64,
-            "short_factor": [1.0 + i / half for i in range(half)],
+    return {"type": "longrope", "short_factor": [1.0 + i / half for i in range(half)],
             "long_factor": [2.0 + i / half for i in range(half)]}
 
 
@@ -59,17 +59,21 @@ FAMILIES = [
     Family("gemma3", "gemma3_text", {"tie_word_embeddings": True, "sliding_window": WINDOW,
                                      "query_pre_attn_scalar": 16, "sliding_window_pattern": 2,
                                      "layer_types": ["sliding_attention", "full_attention"]}),
-    Family("phi", "phi", {"num_key_value_heads": 4, "partial_rotary_factor": 0.5, "tie_word_embeddings": False}),
+    # Partial rotary: GQA's rotary needs half the rotary dimension a multiple of 8, so heads of 32.
+    Family("phi", "phi", {"hidden_size": 128, "num_key_value_heads": 4, "head_dim": 32, "partial_rotary_factor": 0.5,
+                          "tie_word_embeddings": False}),
     Family("phi3", "phi3", {"original_max_position_embeddings": 256, "tie_word_embeddings": False}),
-    Family("phi3.5-longrope", "phi3", {"original_max_position_embeddings": 64, "rope_parameters": _longrope(),
+    Family("phi3.5-longrope", "phi3", {"original_max_position_embeddings": 64, "rope_scaling": _longrope(),
                                        "tie_word_embeddings": False}),
     Family("granite", "granite", {"tie_word_embeddings": True, "embedding_multiplier": 12.0,
                                   "attention_multiplier": 0.25, "residual_multiplier": 0.22,
                                   "logits_scaling": 8.0}),
     Family("ernie4_5", "ernie4_5", {"tie_word_embeddings": True}),
-    Family("smollm3", "smollm3", {"tie_word_embeddings": True, "no_rope_layers": [1, 0]}),
+    Family("smollm3", "smollm3", {"tie_word_embeddings": True}),  # 2 layers: both use rope
+    Family("smollm3-nope", "smollm3", {"tie_word_embeddings": True, "num_hidden_layers": 4}),  # layer 3 has none
     Family("olmo", "olmo", {"tie_word_embeddings": False}),
-    Family("nemotron", "nemotron", {"partial_rotary_factor": 0.5, "tie_word_embeddings": False}),
+    Family("nemotron", "nemotron", {"hidden_size": 128, "head_dim": 32, "partial_rotary_factor": 0.5,
+                                    "tie_word_embeddings": False}),
     Family("hunyuan", "hunyuan_v1_dense", {"tie_word_embeddings": True}),
     Family("gpt-oss", "gpt_oss", {"num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 64,
                                   "sliding_window": WINDOW, "layer_types": ["sliding_attention", "full_attention"],

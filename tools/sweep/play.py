@@ -13,6 +13,7 @@ diverged, tie, identical.
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -20,20 +21,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gentwin.conformance.model_facts import ModelFacts
+from gentwin.conformance.scenarios import Scenario, greedy_battery, logits_before_each_choice
+from gentwin.conformance.verdict import Side, judge
 from tools.sweep.catalogue import Build
 
 ENGINES = ("fast", "reference")
 MODULES = {"peer": "onnxruntime_genai", "fast": "gentwin.fast", "reference": "gentwin.reference"}
 IDENTICAL, TIE, DIVERGED, REFUSED = "identical", "tie", "diverged", "refused"
-WORST_FIRST = (REFUSED, DIVERGED, TIE, IDENTICAL)
+AS_PEER = "fails as the peer"   # refused or raised in a scenario the peer cannot play either
+WORST_FIRST = (REFUSED, DIVERGED, TIE, AS_PEER, IDENTICAL)
 FOLDER_SECONDS = 420
 
 
 def scenarios(facts) -> list:
     """The fixed set every folder plays: greedy, a right-padded batch, a chat with a second append (from
     conformance's greedy battery), seeded sampling, beam search, and logits read before every choice."""
-    from gentwin.conformance.scenarios import Scenario, greedy_battery, logits_before_each_choice
-
     greedy = {s.name: s for s in greedy_battery(facts.vocab_size, facts.pad_token_id)}
     prompt = greedy["batch1"].prompt
     return [
@@ -53,11 +56,6 @@ def first_line(error: BaseException) -> str:
 
 def play_folder(folder: Path) -> dict:
     """Everything the table needs about one folder (runs in the worker process)."""
-    import importlib
-
-    from gentwin.conformance.model_facts import ModelFacts
-    from gentwin.conformance.verdict import Side, judge
-
     started = time.perf_counter()
     sides, refusals = {}, {}
     for role, module_name in MODULES.items():
@@ -66,32 +64,42 @@ def play_folder(folder: Path) -> dict:
             sides[role] = Side(module, module.Model(str(folder)))
         except Exception as error:
             refusals[role] = f"Model(): {first_line(error)}"
-    facts = ModelFacts.read(folder)
     report = {"peer": {"refused": refusals.get("peer"), "failed": {}},
               **{engine: {"refused": refusals.get(engine), "verdicts": {}} for engine in ENGINES}}
-    for scenario in scenarios(facts):
-        peer_failure = refusals.get("peer") or failure_of(sides["peer"], scenario)
-        if peer_failure and "peer" in sides:
-            report["peer"]["failed"][scenario.name] = peer_failure
-        for engine, other in zip(ENGINES, reversed(ENGINES)):
-            if engine not in sides:
-                continue
-            own_failure = generator_refusal(sides[engine], scenario)
-            if own_failure:
-                report[engine]["verdicts"][scenario.name] = {"outcome": REFUSED, "detail": own_failure}
-                continue
-            oracle = "peer" if not peer_failure else other if other in sides else None
-            if oracle is None:
-                continue  # nothing to judge against
-            try:
-                verdict = judge(sides[engine], sides[oracle], scenario, facts)
-                outcome, detail = verdict.outcome, verdict.detail
-            except Exception as error:  # the oracle's Generator refused this scenario
-                outcome, detail = DIVERGED, f"judging against {oracle} raised {first_line(error)}"
-            report[engine]["verdicts"][scenario.name] = {"outcome": outcome, "detail": detail[:600],
-                                                         "oracle": oracle}
+    if any(engine in sides for engine in ENGINES):
+        facts = ModelFacts.read(folder)  # gentwin's reading of the folder: only once an engine took it
+        for scenario in scenarios(facts):
+            judge_scenario(scenario, sides, refusals, facts, report)
     report["seconds"] = round(time.perf_counter() - started, 1)
     return report
+
+
+def judge_scenario(scenario, sides: dict, refusals: dict, facts, report: dict) -> None:
+    """Each engine's verdict on SCENARIO into REPORT: against the peer where the peer plays it through,
+    against the other engine where not. An engine that refuses (or raises) as the peer does, where the
+    peer does, is told apart from one that refuses what the peer runs."""
+    peer_failure = refusals.get("peer") or failure_of(sides["peer"], scenario)
+    if peer_failure and "peer" in sides:
+        report["peer"]["failed"][scenario.name] = peer_failure
+    for engine, other in zip(ENGINES, reversed(ENGINES)):
+        if engine not in sides:
+            continue
+        own_failure = failure_of(sides[engine], scenario)
+        if own_failure and peer_failure:
+            report[engine]["verdicts"][scenario.name] = {"outcome": AS_PEER, "detail": own_failure}
+            continue
+        if own_failure and own_failure.startswith("Generator"):
+            report[engine]["verdicts"][scenario.name] = {"outcome": REFUSED, "detail": own_failure}
+            continue
+        oracle = "peer" if not peer_failure else other if other in sides else None
+        if oracle is None:
+            continue  # nothing to judge against
+        try:
+            verdict = judge(sides[engine], sides[oracle], scenario, facts)
+            outcome, detail = verdict.outcome, verdict.detail
+        except Exception as error:  # the oracle's Generator refused this scenario
+            outcome, detail = DIVERGED, f"judging against {oracle} raised {first_line(error)}"
+        report[engine]["verdicts"][scenario.name] = {"outcome": outcome, "detail": detail[:600], "oracle": oracle}
 
 
 def generator_refusal(side, scenario) -> str | None:
@@ -120,20 +128,22 @@ class FolderResult:
     report: dict | None = None      # play_folder's, or None when the folder has none
     problem: str = ""               # why there is no report: the build failed, the worker crashed or hung
 
-    def outcome(self, engine: str) -> tuple[str, str, bool]:
-        """(outcome, the first non-identical scenario's detail, whether the peer was the oracle throughout)."""
+    def outcome(self, engine: str) -> tuple[str, str]:
+        """(the worst outcome over the scenarios, the first scenario's detail with that outcome)."""
         if self.report is None:
-            return "-", self.problem, True
+            return "-", self.problem
         side = self.report[engine]
         if side["refused"]:
-            return REFUSED, side["refused"], True
+            return REFUSED, side["refused"]
         verdicts = side["verdicts"]
         if not verdicts:
-            return "-", "nothing to judge against", True
+            return "-", "nothing to judge against"
         worst = next(o for o in WORST_FIRST if any(v["outcome"] == o for v in verdicts.values()))
-        detail = next((f"{name}: {v['detail']}" for name, v in verdicts.items() if v["outcome"] == worst), "")
-        return worst, detail if worst != IDENTICAL else "", all(v.get("oracle") == "peer" for v in verdicts.values()
-                                                               if v["outcome"] != REFUSED)
+        detail = next(f"{name}: {v['detail']}" for name, v in verdicts.items() if v["outcome"] == worst)
+        return worst, detail if worst != IDENTICAL else ""
+
+    def peer_fails_somewhere(self) -> bool:
+        return bool(self.report and (self.report["peer"]["refused"] or self.report["peer"]["failed"]))
 
     def peer_note(self) -> str:
         if self.report is None:
@@ -166,17 +176,14 @@ def run_worker(build: Build, root: Path) -> FolderResult:
     return FolderResult(build, json.loads(lines[-1]))
 
 
-SHORT = {IDENTICAL: "id", TIE: "tie", DIVERGED: "DIV", REFUSED: "REF", "-": "-"}
+SHORT = {IDENTICAL: "id", TIE: "tie", DIVERGED: "DIV", REFUSED: "REF", AS_PEER: "asp", "-": "-"}
 
 
 def cell(result: FolderResult) -> str:
-    parts = []
-    for engine in ENGINES:
-        outcome, _, against_peer = result.outcome(engine)
-        parts.append(SHORT[outcome] + ("" if against_peer else "*"))
     if result.report is None:
         return "BUILD" if result.problem.startswith("build failed") else "CRASH" if "exit" in result.problem else "-"
-    return "/".join(parts)
+    star = "*" if result.peer_fails_somewhere() else ""
+    return "/".join(SHORT[result.outcome(engine)[0]] + star for engine in ENGINES)
 
 
 def column(build: Build) -> str:
@@ -188,9 +195,10 @@ def table(results: list[FolderResult]) -> str:
     columns = list(dict.fromkeys(column(r.build) for r in results))
     by_key = {(r.build.family.name, column(r.build)): r for r in results}
     width = max(11, *(len(c) + 1 for c in columns))
-    lines = ["fast/reference per family and precision: id identical, tie a numerical tie, DIV diverged, "
-             "REF refused,", "* judged against the other engine (the peer cannot run it), BUILD the builder "
-             "failed, CRASH the worker died", "",
+    lines = ["fast/reference per family and precision, the worst over the scenarios: id identical, tie a "
+             "numerical tie,", "DIV diverged, REF refused (Model() or Generator raised) where the peer runs, asp "
+             "refused or raised where the peer fails too,", "* judged against the other engine in some scenarios "
+             "(the peer cannot play them), BUILD the builder failed,", "CRASH the worker died", "",
              f"{'family':<17}" + "".join(f"{c:>{width}}" for c in columns)]
     for family in families:
         row = "".join(f"{cell(by_key[family, c]) if (family, c) in by_key else '':>{width}}" for c in columns)
@@ -205,7 +213,7 @@ def table(results: list[FolderResult]) -> str:
         if result.peer_note():
             lines.append(f"{name} peer: {result.peer_note()}")
         for engine in ENGINES:
-            outcome, detail, _ = result.outcome(engine)
+            outcome, detail = result.outcome(engine)
             if outcome != IDENTICAL:
                 lines.append(f"{name} {engine}: {outcome}: {detail}")
     return "\n".join(lines)
