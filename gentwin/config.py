@@ -22,12 +22,14 @@ DEFAULT_INPUT_NAMES = {
     "past_key_names": "past_key_values.%d.key",
     "past_value_names": "past_key_values.%d.value",
     "past_names": None,  # gpt2's combined [2, B, H, S, D] past, e.g. "past_%d"
+    "past_conv_names": "past_conv.%d",  # lfm2's convolution state [B, C, K - 1] of a "conv" layer
 }
 DEFAULT_OUTPUT_NAMES = {
     "logits": "logits",
     "present_key_names": "present.%d.key",
     "present_value_names": "present.%d.value",
     "present_names": None,
+    "present_conv_names": "present_conv.%d",
 }
 
 # The decoder-only text models onnxruntime-genai runs (its src/models/model_type.h, ModelType::IsLLM); its
@@ -70,6 +72,27 @@ class ConfigError(GentwinError):
     """The model folder or its genai_config.json is missing, malformed or unsupported."""
 
 
+KV_LAYER, WINDOWED_KV_LAYER, CONV_LAYER = "KV cache", "windowed KV cache", "convolution state"
+
+
+@dataclass(frozen=True)
+class SlidingWindow:
+    """decoder.sliding_window: the layers whose GroupQueryAttention keeps a window-sized KV cache
+    (sliding_window_cache=1), as the builder writes it for gemma2, gemma3 and gpt-oss on the CPU."""
+
+    window_size: int
+    layers: tuple[int, ...]  # empty: every layer
+    cache_slack: int  # positions kept beyond the window; 0: the execution provider's default
+
+    def covers(self, layer: int) -> bool:
+        return not self.layers or layer in self.layers
+
+    def capacity(self, max_length: int, default_slack: int) -> int:
+        """Positions of a windowed layer's buffer, as onnxruntime-genai sizes it (ComputeWindowedKvCacheSize):
+        the window and the slack, at most max_length."""
+        return min(max_length, self.window_size + (self.cache_slack or default_slack))
+
+
 @dataclass
 class DecoderConfig:
     filename: str
@@ -79,6 +102,34 @@ class DecoderConfig:
     input_names: dict = field(default_factory=lambda: dict(DEFAULT_INPUT_NAMES))
     output_names: dict = field(default_factory=lambda: dict(DEFAULT_OUTPUT_NAMES))
     session_options: dict = field(default_factory=dict)
+    layer_types: list[str] | None = None  # lfm2: "full_attention" or "conv" per layer
+    sliding_window: SlidingWindow | None = None
+    model_type: str = ""
+
+    @property
+    def attention_layers(self) -> list[int]:
+        """The layers with a KV cache: every layer, but lfm2's conv layers (its LFM2Cache's rule)."""
+        return [layer for layer in range(self.num_hidden_layers) if self.layer_kind(layer) != CONV_LAYER]
+
+    @property
+    def conv_layers(self) -> list[int]:
+        return [layer for layer in range(self.num_hidden_layers) if self.layer_kind(layer) == CONV_LAYER]
+
+    def layer_kind(self, layer: int) -> str:
+        """KV_LAYER, WINDOWED_KV_LAYER or CONV_LAYER: what LAYER carries from one run to the next."""
+        if self.model_type == "lfm2" and self.layer_types[layer] != "full_attention":
+            return CONV_LAYER
+        if self.sliding_window is not None and self.sliding_window.covers(layer):
+            return WINDOWED_KV_LAYER
+        return KV_LAYER
+
+    def conv_names(self, layer: int) -> tuple[str, str]:
+        """A conv layer's state: its past input and present output names."""
+        return self.input_names["past_conv_names"] % layer, self.output_names["present_conv_names"] % layer
+
+    def state_input_names(self) -> list[str]:
+        """Every input the generator feeds from one run to the next: attention layers' pasts, conv states."""
+        return self.cache_names()[0] + [self.conv_names(layer)[0] for layer in self.conv_layers]
 
     @property
     def combined_past(self) -> bool:
@@ -101,8 +152,8 @@ class DecoderConfig:
         return [self.output_names[field] % layer for field in self.present_fields]
 
     def cache_names(self) -> tuple[list[str], list[str]]:
-        """Every layer's past input names and present output names, layer by layer."""
-        layers = range(self.num_hidden_layers)
+        """Every attention layer's past KV input names and present output names, layer by layer."""
+        layers = self.attention_layers
         return ([name for layer in layers for name in self.past_names(layer)],
                 [name for layer in layers for name in self.present_names(layer)])
 
@@ -176,7 +227,7 @@ def _check_layer_template(template, where: str) -> None:
                       f"got {template!r}")
 
 
-def _parse_decoder(decoder: dict) -> DecoderConfig:
+def _parse_decoder(decoder: dict, model_type: str) -> DecoderConfig:
     where = "model.decoder"
     names_in = dict(DEFAULT_INPUT_NAMES, **decoder.get("inputs", {}))
     names_out = dict(DEFAULT_OUTPUT_NAMES, **decoder.get("outputs", {}))
@@ -186,16 +237,56 @@ def _parse_decoder(decoder: dict) -> DecoderConfig:
         for key, template in names.items():
             if key.endswith("_names") and template is not None:
                 _check_layer_template(template, f"model.decoder.{section}.{key}")
+    layers = _at_least(0, _require(decoder, "num_hidden_layers", where), where + ".num_hidden_layers")
     return DecoderConfig(
         filename=_require(decoder, "filename", where),
-        num_hidden_layers=_at_least(0, _require(decoder, "num_hidden_layers", where), where + ".num_hidden_layers"),
+        num_hidden_layers=layers,
         num_key_value_heads=_at_least(1, _require(decoder, "num_key_value_heads", where),
                                       where + ".num_key_value_heads"),
         head_size=_at_least(1, _require(decoder, "head_size", where), where + ".head_size"),
         input_names=names_in,
         output_names=names_out,
         session_options=decoder.get("session_options", {}),
+        layer_types=_layer_types(decoder, layers, model_type),
+        sliding_window=_sliding_window(decoder.get("sliding_window"), layers),
+        model_type=model_type,
     )
+
+
+def _layer_types(decoder: dict, layers: int, model_type: str) -> list[str] | None:
+    """decoder.layer_types, which lfm2 needs: one str per layer (onnxruntime-genai's LFM2Cache refuses others)."""
+    where = "genai_config.json: 'model.decoder.layer_types'"
+    types = decoder.get("layer_types")
+    if types is None:
+        if model_type == "lfm2":
+            raise ConfigError(f"{where} is missing: an lfm2 model names each layer's kind (conv or full_attention)")
+        return None
+    if not isinstance(types, list) or not all(isinstance(kind, str) for kind in types):
+        raise ConfigError(f"{where} must be a list of strings, got {types!r}")
+    if len(types) != layers:
+        raise ConfigError(f"{where} has {len(types)} entries, but 'model.decoder.num_hidden_layers' is {layers}")
+    return types
+
+
+def _sliding_window(section, layers: int) -> SlidingWindow | None:
+    """decoder.sliding_window, where it asks for a windowed KV cache (window_size > 0)."""
+    where = "model.decoder.sliding_window"
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise ConfigError(f"genai_config.json: '{where}' must be an object, got {section!r}")
+    window = _as_int(section.get("window_size", 0), where + ".window_size")
+    if window <= 0:
+        return None
+    if section.get("slide_key_value_cache", True) or section.get("slide_inputs", True):
+        # onnxruntime-genai's other windowed cache, for QNN's fixed-shape graphs: not GroupQueryAttention's.
+        raise ConfigError(f"genai_config.json: '{where}' slides the key-value cache or the inputs "
+                          "(slide_key_value_cache / slide_inputs, true unless set false), onnxruntime-genai's "
+                          "windowed cache for QNN graphs, which gentwin does not run")
+    listed = section.get("layers", [])
+    if not isinstance(listed, list) or not all(0 <= _as_int(layer, where + ".layers") < layers for layer in listed):
+        raise ConfigError(f"genai_config.json: '{where}.layers' must list layer numbers below {layers}, got {listed!r}")
+    return SlidingWindow(window, tuple(listed), _at_least(0, section.get("cache_slack", 0), where + ".cache_slack"))
 
 
 def _parse_search(search: dict, context_length: int) -> dict:
@@ -225,12 +316,13 @@ def load_config(folder: str) -> GenaiConfig:
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict):
         raise ConfigError(f"{path}: missing the 'model' section")
     model = raw["model"]
-    decoder = _parse_decoder(_require(model, "decoder", "model"))
+    model_type = _model_type(_require(model, "type", "model"))
+    decoder = _parse_decoder(_require(model, "decoder", "model"), model_type)
     context_length = _at_least(1, _require(model, "context_length", "model"), "model.context_length")
     vocab_size = _at_least(1, _require(model, "vocab_size", "model"), "model.vocab_size")
     config = GenaiConfig(
         folder=folder,
-        model_type=_model_type(_require(model, "type", "model")),
+        model_type=model_type,
         vocab_size=vocab_size,
         context_length=context_length,
         bos_token_id=_token_id(model.get("bos_token_id", 0), "model.bos_token_id", vocab_size),

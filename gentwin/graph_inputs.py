@@ -75,9 +75,7 @@ def generator_inputs(config: GenaiConfig) -> set[str]:
     """The input names a generator feeds itself, whether or not this model declares them."""
     decoder = config.decoder
     names = {decoder.input_names[key] for key in ("input_ids", "attention_mask", "position_ids")}
-    for layer in range(decoder.num_hidden_layers):
-        names.update(decoder.past_names(layer))
-    return names
+    return names | set(decoder.state_input_names())
 
 
 class ExtraInputs:

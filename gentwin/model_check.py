@@ -49,8 +49,11 @@ def check_against_config(config: GenaiConfig, proto: onnx.ModelProto) -> None:
     outputs = {value.name: declared_shape(value) for value in proto.graph.output}
     _check_generator_inputs(decoder, inputs)
     _check_logits(config, outputs)
-    _check_layer_count(decoder, inputs)
-    for layer in range(decoder.num_hidden_layers):
+    if decoder.conv_layers:  # lfm2: the KV inputs of its attention layers only, and the conv states
+        _check_conv_states(decoder, inputs, outputs)
+    else:
+        _check_layer_count(decoder, inputs)
+    for layer in decoder.attention_layers:
         _check_cache_tensors(decoder, "inputs", decoder.past_fields, decoder.past_names(layer), inputs)
         _check_cache_tensors(decoder, "outputs", decoder.present_fields, decoder.present_names(layer), outputs)
     _check_attention_nodes(decoder, proto.graph)
@@ -102,6 +105,22 @@ def _check_layer_count(decoder: DecoderConfig, inputs: dict) -> None:
     raise ConfigError(f"genai_config.json: 'model.decoder.num_hidden_layers' is {expected}, but the graph has "
                       f"the KV-cache inputs of {found} layers ({decoder.past_names(0)[0]} to "
                       f"{decoder.past_names(found - 1)[-1]})")
+
+
+def _check_conv_states(decoder: DecoderConfig, inputs: dict, outputs: dict) -> None:
+    """Each conv layer's past state is an input [batch, channels, K - 1] whose channels and K - 1 the graph
+    fixes (onnxruntime-genai sizes the state from them), and its present state an output."""
+    for layer in decoder.conv_layers:
+        for section, field, name, shapes in zip(("inputs", "outputs"), ("past_conv_names", "present_conv_names"),
+                                                decoder.conv_names(layer), (inputs, outputs)):
+            if name not in shapes:
+                templates = decoder.input_names if section == "inputs" else decoder.output_names
+                raise ConfigError(f"genai_config.json: 'model.decoder.{section}.{field}' is {templates[field]!r}, "
+                                  f"but the graph has no {section[:-1]} {name} for conv layer {layer}")
+        shape = inputs[decoder.conv_names(layer)[0]]
+        if len(shape or ()) != 3 or not all(isinstance(dim, int) for dim in shape[1:]):
+            raise ConfigError(f"the graph's conv state {decoder.conv_names(layer)[0]} is declared {shape}, not "
+                              "[batch, channels, K - 1] with fixed channels and K - 1")
 
 
 def _kv_axes(decoder: DecoderConfig) -> tuple[int, int]:
