@@ -18,10 +18,10 @@ import onnxruntime as ort
 
 from gentwin import devices, model_check, position_inputs
 from gentwin.config import ConfigError
-from gentwin.decoder_state import CachedState
+from gentwin.decoder_state import CachedState, layer_caches
 from gentwin.errors import GentwinError
 from gentwin.fast.device import Device
-from gentwin.fast.kv_cache import KVCache
+from gentwin.fast.kv_cache import layer_cache
 
 # The peer's provider names (Config.append_provider) and onnxruntime's.
 PROVIDERS = {"cpu": "CPUExecutionProvider", "rocm": "ROCMExecutionProvider", **devices.DEVICE_PROVIDERS}
@@ -98,6 +98,7 @@ class Graph:
     def __init__(self, session: ort.InferenceSession, device: Device):
         self.session, self.device = session, device
         self.input_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_inputs()}
+        self.input_shapes = {value.name: tuple(value.shape) for value in session.get_inputs()}
         self.output_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_outputs()}
 
 
@@ -118,22 +119,24 @@ def load_graph(config, provider_config) -> Graph:
 
 
 class DecoderState(CachedState):
-    """One generator's model inputs, IO binding and KV cache; `run` feeds new tokens and returns their logits."""
+    """One generator's model inputs, IO binding and per-layer caches; `run` feeds new tokens and returns their
+    logits."""
 
     def __init__(self, graph: Graph, config, batch_size: int, num_beams: int, max_length: int, share_buffer: bool):
-        super().__init__(graph, config, batch_size)
+        super().__init__(graph, config, batch_size, num_beams, share_buffer)
         self.device, self.rows = graph.device, batch_size * num_beams
         self.logits_name = config.decoder.output_names["logits"]
-        self.kv_cache = KVCache(config, self.rows, max_length, share_buffer, self.past_dtype, self.device)
+        specs = layer_caches(config, graph, self.rows, max_length, share_buffer, self.device.name)
+        self.caches = [layer_cache(spec, self.device) for spec in specs]
         self.binding = graph.session.io_binding()
         self.inputs = {}            # the last run's host inputs, by name, for get_input
         self.extra_inputs = {}      # further inputs by name, set by the api: set_model_input and adapters
         self.logits_buffer = None   # flat, grown to the longest run so far
         self.logits = None          # [R, S, V] the last run's logits: a view of logits_buffer
+        # Outputs gentwin does not read (hidden_states, ...): onnxruntime allocates them, each run anew, as
+        # their shapes follow the run's. Bound first, they lead the binding's outputs.
         self.other_outputs = [name for name in graph.output_types
-                              if name != self.logits_name and name not in self.kv_cache.present_names]
-        for name in self.other_outputs:  # outputs gentwin does not read: onnxruntime allocates them
-            self.binding.bind_output(name, self.device.name, self.device.device_id)
+                              if name != self.logits_name and name not in self.present_names()]
 
     def _bind_inputs(self, input_ids: np.ndarray) -> dict:
         """Bind input_ids, attention_mask and position_ids (those the graph takes) and the extra inputs; returns
@@ -160,10 +163,14 @@ class DecoderState(CachedState):
         the graph wrote them (on the GPU under CUDA: the search reads them there)."""
         new_tokens = input_ids.shape[1]
         self.inputs = self._bind_inputs(input_ids)
-        self.kv_cache.bind(self.binding, new_tokens)
+        for name in self.other_outputs:
+            self.binding.bind_output(name, self.device.name, self.device.device_id)
+        for cache in self.caches:
+            cache.bind(self.binding, new_tokens)
         self._bind_logits(new_tokens)
         self.graph.session.run_with_iobinding(self.binding)
-        self.kv_cache.advance(new_tokens)
+        for cache in self.caches:
+            cache.advance(new_tokens)
         return position_inputs.logits_at_last_tokens(self.logits, input_ids, self.config.pad_token_id,
                                                      self.device.to_device)                        # [R, V]
 
@@ -172,8 +179,10 @@ class DecoderState(CachedState):
         """The last run's outputs by name, on the host (for get_output); none before a run."""
         if self.logits is None:
             return {}
-        outputs = {self.logits_name: self.logits, **self.kv_cache.presents()}
-        if self.other_outputs:  # bound first, in __init__, so they lead the binding's outputs
+        outputs = {self.logits_name: self.logits}
+        for cache in self.caches:
+            outputs.update(cache.presents())
+        if self.other_outputs:  # bound first, so they lead the binding's outputs
             values = self.binding.get_outputs()[: len(self.other_outputs)]
             outputs.update((name, value.numpy()) for name, value in zip(self.other_outputs, values))
         return {name: devices.to_host(value) for name, value in outputs.items()}

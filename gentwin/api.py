@@ -79,8 +79,10 @@ class Model:
 
     load_graph = None     # (GenaiConfig, Config) -> graph shared by all generators of this model
     DecoderState = None   # (graph, GenaiConfig, batch_size, num_beams, max_length, share_buffer) -> per-generator state
-    #                       with run, rewind, reorder, outputs, and snapshot/restore (see Generator.snapshot);
-    #                       run feeds the dict `extra_inputs` the api sets, and keeps what it fed in `inputs`
+    #                       with run, rewind, reorder, outputs, and snapshot/restore (see Generator.snapshot),
+    #                       each change preceded by its check (check_run, check_rewind, check_restore: see
+    #                       gentwin/decoder_state.py); run feeds the dict `extra_inputs` the api sets, and
+    #                       keeps what it fed in `inputs`
     Search = None         # (options, GenaiConfig) -> advances the sequences by one token chosen from logits
 
     def __init__(self, config_or_path):
@@ -243,6 +245,7 @@ class Generator:
         if missing:
             raise GentwinError(f"the model needs input(s) {', '.join(missing)}, which have no default: "
                                "set them with set_model_input before append_tokens")
+        self.state.check_run(tokens)
         if self.fed_length < self.sequences.length:
             # The last generated token has not been through the model yet. The peer skips it here and leaves
             # a hole in its KV cache (see README, "Differences"); gentwin runs it first.
@@ -389,6 +392,7 @@ class Generator:
             raise GentwinError("rewind_to must be called with length 0 when batch_size > 1")
         if self.options["num_beams"] > 1:
             raise GentwinError("rewind_to is not supported with beam search")
+        self.state.check_rewind(length)
         if length < self.fed_length:  # the engine's state first: should it fail, the sequences still match it
             self.state.rewind(length)
             self.fed_length = length
@@ -427,6 +431,7 @@ class Generator:
         if length > self.sequences.max_length:
             raise GentwinError(f"restore: the snapshot holds {length} tokens, more than this generator's "
                                f"max_length ({self.sequences.max_length})")
+        self.state.check_restore(snapshot.decoder)
         self.sequences.rewind(0)
         self.sequences.append_prompt(snapshot.tokens[None, :])
         self.sequences.prompt_length, self.sequences.finished[:] = snapshot.prompt_length, snapshot.finished

@@ -1,26 +1,132 @@
-"""What both engines' decoder states share: a KV cache and the attention mask and positions, which move together.
+"""What both engines' decoder states share: one cache per layer, chosen from genai_config.json, and the
+attention mask and positions, which move with them.
 
-An engine's DecoderState (gentwin/reference/decoder.py, gentwin/fast/decoder.py) subclasses `CachedState`,
-sets `kv_cache`, feeds `position_feeds` and the cache to the graph its own way, and says in `forget_last_run`
-how to drop the last run's inputs and outputs. Its graph has `input_types`: {input name: numpy dtype}.
+A layer carries one of three kinds of state from one run to the next (gentwin.config's layer kinds):
+- a KV cache: past keys and values (`past_key_values.%d.key` / `.value`, or gpt2's combined `past_%d`)
+  that the present extends, or with `past_present_share_buffer` one max_length buffer both read and write;
+- a windowed KV cache (`decoder.sliding_window`, GroupQueryAttention with sliding_window_cache=1): one buffer
+  of a few positions more than the window, which the attention op fills and evicts from itself;
+- a convolution state (lfm2's conv layers, `past.%d.conv`): the last K - 1 inputs of the layer's causal
+  convolution, [B, C, K - 1], which the present replaces.
+A decoder without any of these (no layer, or no cache input) feeds only the tokens and their positions.
+
+`LayerCache` describes one layer's tensors and decides what the peer decides about them: how big, whether a
+rewind or a restore can work. An engine holds each layer's tensors its own way (gentwin/reference/kv_cache.py:
+numpy arrays; gentwin/fast/kv_cache.py: preallocated buffers bound to onnxruntime) behind one interface, and
+its DecoderState (gentwin/reference/decoder.py, gentwin/fast/decoder.py) subclasses `CachedState`, sets
+`caches` from `layer_caches`, feeds `position_feeds` and the caches to the graph its own way, and says in
+`forget_last_run` how to drop the last run's inputs and outputs. Its graph has `input_types`: {input name:
+numpy dtype} and `input_shapes`: {input name: declared shape}.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from gentwin import position_inputs
+from gentwin.config import CONV_LAYER, KV_LAYER, WINDOWED_KV_LAYER
+from gentwin.errors import GentwinError
 from gentwin.position_inputs import PositionInputs
+
+# onnxruntime-genai's slack beyond the window for a windowed cache when cache_slack is 0, by device.
+WINDOW_SLACK = {"cpu": 16, "cuda": 0}
+
+
+@dataclass(frozen=True)
+class LayerCache:
+    """One layer's past inputs and present outputs, and what the peer allows with them."""
+
+    layer: int
+    kind: str                         # KV_LAYER, WINDOWED_KV_LAYER or CONV_LAYER
+    past_names: tuple[str, ...]
+    present_names: tuple[str, ...]
+    dtype: type
+    leading: tuple[int, ...]          # the dimensions before the positions: [(2,) B, H]; a conv state's [B, C]
+    trailing: tuple[int, ...]         # after them: [D]; a conv state has none
+    capacity: int | None              # positions of a buffer past and present share; None: the past grows
+    max_length: int
+
+    @property
+    def rows_axis(self) -> int:
+        return len(self.leading) - 2 if self.kind != CONV_LAYER else 0  # gpt2's combined past leads with 2
+
+    @property
+    def fixed_shape(self) -> bool:
+        """Whether the tensors keep one shape: a shared or windowed buffer, a conv state."""
+        return self.capacity is not None or self.kind == CONV_LAYER
+
+    def shape_of(self, positions: int) -> tuple[int, ...]:
+        """The shape of a past or present holding POSITIONS positions (a conv state has one shape)."""
+        if self.kind == CONV_LAYER:
+            return self.leading                                                      # [B, C, K - 1]
+        return (*self.leading, positions, *self.trailing)                            # [(2,) B, H, positions, D]
+
+    def held(self, tensor, length: int):
+        """The part of TENSOR (a past, LENGTH positions run) that a snapshot keeps: the positions written
+        (a windowed buffer holds at most its capacity), or a conv state whole."""
+        if self.kind == CONV_LAYER:
+            return tensor
+        return tensor[..., : min(length, tensor.shape[-2]), :]                       # [(2,) B, H, <= length, D]
+
+    def check_rewind(self, length: int, fed: int) -> None:
+        """Raise, as the peer does, if this layer cannot go back to LENGTH positions with FED run."""
+        if self.kind == CONV_LAYER:
+            raise GentwinError(f"rewind_to is not supported on this model: conv layer {self.layer}'s state "
+                               f"({self.past_names[0]}) holds the last inputs of its convolution, which depend on "
+                               "every token before, and going back would need them all run again "
+                               "(onnxruntime-genai refuses too: \"RewindTo is currently not supported for lfm2\")")
+        if self.kind == WINDOWED_KV_LAYER and self.capacity < self.max_length and self.capacity < fed and length < fed:
+            raise GentwinError(f"cannot rewind to {length}: the sliding-window KV cache holds only the last "
+                               f"{self.capacity} of {fed} positions, so the tokens needed at that point have already "
+                               "been evicted. Increase model.decoder.sliding_window.cache_slack in "
+                               "genai_config.json to keep more positions resident, or rewind before the cache fills")
+
+    def check_restore(self, snapshot: LayerCache, length: int) -> None:
+        """A snapshot taken from a generator whose buffer for this layer had SNAPSHOT's size fits this one."""
+        if self.kind == WINDOWED_KV_LAYER and length > min(self.capacity, snapshot.capacity) and (
+                self.capacity != snapshot.capacity):
+            raise GentwinError(f"restore: the snapshot's sliding-window KV cache has evicted positions from its "
+                               f"{snapshot.capacity} slots, and this generator's has {self.capacity} (its max_length "
+                               "differs): the resident positions would not be where its attention reads them")
+
+
+def layer_caches(config, graph, rows: int, max_length: int, share_buffer: bool, device: str) -> list[LayerCache]:
+    """Every layer's cache, in layer order, as onnxruntime-genai allocates them for ROWS rows (batch times
+    beams) on DEVICE ("cpu" or "cuda")."""
+    decoder = config.decoder
+    caches = []
+    for layer in decoder.attention_layers:
+        past, present = decoder.past_names(layer), decoder.present_names(layer)
+        kind = decoder.layer_kind(layer)
+        if kind == WINDOWED_KV_LAYER:
+            capacity = decoder.sliding_window.capacity(max_length, WINDOW_SLACK[device])
+        else:
+            capacity = max_length if share_buffer else None
+        leading = (2, rows) if decoder.combined_past else (rows,)            # gpt2: keys and values in one tensor
+        caches.append(LayerCache(layer, kind, tuple(past), tuple(present), graph.input_types[past[0]],
+                                 (*leading, decoder.num_key_value_heads), (decoder.head_size,), capacity, max_length))
+    for layer in decoder.conv_layers:
+        past, present = decoder.conv_names(layer)
+        channels, width = graph.input_shapes[past][1:]                     # checked fixed at load (model_check)
+        caches.append(LayerCache(layer, CONV_LAYER, (past,), (present,), graph.input_types[past],
+                                 (rows, channels, width), (), None, max_length))
+    return sorted(caches, key=lambda cache: cache.layer)
 
 
 class CachedState:
-    kv_cache = None
+    caches = ()  # the engine's per-layer caches, each with a `spec` (LayerCache)
 
-    def __init__(self, graph, config, batch_size: int):
+    def __init__(self, graph, config, batch_size: int, num_beams: int, share_buffer: bool):
         self.graph, self.config = graph, config
         names = config.decoder.input_names
         self.position_input_names = names["input_ids"], names["attention_mask"], names["position_ids"]
-        self.past_dtype = graph.input_types[config.decoder.past_names(0)[0]]
         self.positions = PositionInputs(config.pad_token_id, batch_size)
+        self.windowed = any(layer_kind == WINDOWED_KV_LAYER for layer_kind in map(
+            config.decoder.layer_kind, config.decoder.attention_layers))
+        if self.windowed:
+            _check_windowed_cache_options(num_beams, share_buffer)
 
     def position_feeds(self, input_ids: np.ndarray) -> dict:
         """input_ids, attention_mask and position_ids (gentwin.position_inputs) for a run on INPUT_IDS [R, S],
@@ -29,23 +135,68 @@ class CachedState:
         feeds = dict(zip(self.position_input_names, (input_ids, mask, positions)))
         return {name: value for name, value in feeds.items() if name in self.graph.input_types}
 
+    def check_run(self, input_ids: np.ndarray) -> None:
+        """Raise, before anything changes, if the caches cannot take a run on INPUT_IDS [R, S]: a windowed KV
+        cache takes no right-padded batch (its attention op counts every row's tokens from the mask)."""
+        if not self.windowed or self.positions.length or self.positions.batch_size == 1:
+            return
+        last = position_inputs.last_real_token_index(input_ids, self.config.pad_token_id)  # [R]
+        short = np.flatnonzero(last + 1 < input_ids.shape[1])
+        if short.size:
+            row = int(short[0])
+            raise GentwinError(f"a model with a sliding-window KV cache takes no right-padded batch: row {row} has "
+                               f"{last[row] + 1} tokens before its padding, of {input_ids.shape[1]} (onnxruntime's "
+                               "GroupQueryAttention refuses it: seqlens_k is too small for sequence_length)")
+
+    def check_rewind(self, length: int) -> None:
+        """Raise, before anything changes, if some layer cannot go back to LENGTH positions."""
+        for cache in self.caches:
+            cache.spec.check_rewind(length, self.positions.length)
+
     def rewind(self, length: int) -> None:
         """Forget every position from LENGTH on (batch size 1, or LENGTH 0)."""
-        self.kv_cache.rewind(length)
+        self.check_rewind(length)
+        for cache in self.caches:
+            cache.rewind(length)
         self.positions.rewind(length)
 
     def reorder(self, row_indices: np.ndarray) -> None:
         """Beam search: row i becomes a copy of row ROW_INDICES[i]."""
-        self.kv_cache.reorder(row_indices)
+        for cache in self.caches:
+            cache.reorder(row_indices)
 
     def snapshot(self) -> dict:
-        """Copies of the KV cache's valid positions, the mask and the positions (see api.Generator.snapshot)."""
-        return {"kv": self.kv_cache.snapshot(self.positions.length), "positions": self.positions.snapshot()}
+        """Copies of every cache's positions held, the mask and the positions (see api.Generator.snapshot)."""
+        length = self.positions.length
+        return {"caches": [(cache.spec, cache.snapshot(length)) for cache in self.caches],
+                "positions": self.positions.snapshot(), "length": length}
+
+    def check_restore(self, snapshot: dict) -> None:
+        for cache, (spec, _) in zip(self.caches, snapshot["caches"]):
+            cache.spec.check_restore(spec, snapshot["length"])
 
     def restore(self, snapshot: dict) -> None:
-        self.kv_cache.restore(snapshot["kv"])
+        self.check_restore(snapshot)
+        for cache, (_, tensors) in zip(self.caches, snapshot["caches"]):
+            cache.restore(tensors)
         self.positions.restore(snapshot["positions"])
         self.forget_last_run()
 
+    def present_names(self) -> set[str]:
+        return {name for cache in self.caches for name in cache.spec.present_names}
+
     def forget_last_run(self) -> None:
         raise NotImplementedError
+
+
+def _check_windowed_cache_options(num_beams: int, share_buffer: bool) -> None:
+    """A windowed KV cache runs only in the buffer its attention op evicts from, as in the peer, where beam
+    search and a growing past give the op an empty one ("KV cache capacity (0) must be at least
+    local_window_size")."""
+    if num_beams > 1:
+        raise GentwinError(f"beam search (num_beams {num_beams}) is not supported on a model with a sliding-window "
+                           "KV cache: onnxruntime-genai sizes that cache only without beams, and its attention op "
+                           "then refuses the empty past it gets")
+    if not share_buffer:
+        raise GentwinError("a model with a sliding-window KV cache needs the search option past_present_share_buffer: "
+                           "without it onnxruntime-genai gives its attention op an empty past, which it refuses")

@@ -16,9 +16,10 @@ from onnx.reference.ops import load_op
 
 from gentwin import model_check, position_inputs
 from gentwin.config import ConfigError
-from gentwin.decoder_state import CachedState
+from gentwin.decoder_state import CachedState, layer_caches
 from gentwin.errors import GentwinError
-from gentwin.reference.kv_cache import KVCache
+from gentwin.graph_inputs import declared_shape
+from gentwin.reference.kv_cache import layer_cache
 from gentwin.reference.ops import CONTRIB_OPS
 
 
@@ -78,6 +79,7 @@ class Graph:
         self.evaluator = ReferenceEvaluator(proto, new_ops=CONTRIB_OPS)
         self.input_types = {value.name: onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
                             for value in proto.graph.input}
+        self.input_shapes = {value.name: declared_shape(value) for value in proto.graph.input}
         self.output_names = [value.name for value in proto.graph.output]
 
     def typed(self, feeds: dict) -> dict:
@@ -106,11 +108,12 @@ def load_graph(config, _provider_config=None) -> Graph:
 
 
 class DecoderState(CachedState):
-    """One generator's model inputs and KV cache; `run` feeds new tokens and returns their logits."""
+    """One generator's model inputs and per-layer caches; `run` feeds new tokens and returns their logits."""
 
     def __init__(self, graph: Graph, config, batch_size: int, num_beams: int, max_length: int, share_buffer: bool):
-        super().__init__(graph, config, batch_size)
-        self.kv_cache = KVCache(config, batch_size * num_beams, max_length, share_buffer, dtype=self.past_dtype)
+        super().__init__(graph, config, batch_size, num_beams, share_buffer)
+        specs = layer_caches(config, graph, batch_size * num_beams, max_length, share_buffer, "cpu")
+        self.caches = [layer_cache(spec) for spec in specs]
         self.outputs = {}           # the last run's outputs, by name, for get_output
         self.inputs = {}            # the last run's inputs, by name, for get_input
         self.extra_inputs = {}      # further inputs by name, set by the api: set_model_input and adapters
@@ -118,11 +121,13 @@ class DecoderState(CachedState):
     def run(self, input_ids: np.ndarray) -> np.ndarray:
         """Run the decoder on INPUT_IDS [R, S]; return the logits at each row's last real token, [R, V]."""
         feeds = self.position_feeds(input_ids)
-        feeds.update(self.kv_cache.feeds())
+        for cache in self.caches:
+            feeds.update(cache.feeds())
         feeds.update(self.extra_inputs)
         self.inputs = self.graph.typed(feeds)
         self.outputs = self.graph.run(self.inputs)
-        self.kv_cache.update(self.outputs)
+        for cache in self.caches:
+            cache.update(self.outputs)
         logits = self.outputs[self.config.decoder.output_names["logits"]]                  # [R, S, V]
         return position_inputs.logits_at_last_tokens(logits, input_ids, self.config.pad_token_id)  # [R, V]
 

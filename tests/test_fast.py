@@ -27,8 +27,7 @@ GPT2 = FIXTURE_MODELS / "gpt2-fp32"          # combined growing past
 
 
 def cache_addresses(generator) -> set:
-    cache = generator.state.kv_cache
-    return {flat.ctypes.data for flat in cache.current + (cache.spare or [])}
+    return {flat.ctypes.data for cache in generator.state.caches for flat in cache.current + (cache.spare or [])}
 
 
 @pytest.mark.parametrize("path", [LLAMA, MISTRAL_MHA, GPT2], ids=lambda p: p.name)
@@ -50,10 +49,11 @@ def test_the_kv_cache_is_allocated_once(path, options):
 
 def test_a_shared_buffer_is_bound_once():
     generator = new_generator(fast, LLAMA, [[5, 17, 42]], max_length=32)
-    bound = generator.state.kv_cache.bound_to
+    caches = generator.state.caches
+    addresses = cache_addresses(generator)
     for _ in range(5):
         generator.generate_next_token()
-    assert generator.state.kv_cache.bound_to is bound and generator.state.kv_cache.spare is None
+    assert all(cache.bound and cache.spare is None for cache in caches) and cache_addresses(generator) == addresses
 
 
 @pytest.mark.parametrize("path", [LLAMA, MISTRAL_MHA, GPT2], ids=lambda p: p.name)
