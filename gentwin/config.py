@@ -36,7 +36,7 @@ DEFAULT_OUTPUT_NAMES = {
 # vision, audio and pipeline types need more than one graph, which gentwin does not run.
 PEER_TEXT_MODEL_TYPES = (
     "chatglm", "decoder", "ernie4_5", "gemma", "gemma2", "gemma3_text", "gemma4_text", "gpt2", "gptoss", "granite",
-    "granitemoehybrid", "hunyuandensev1", "internlm2", "lfm2", "llama", "mistral", "nemotron", "olmo", "phi",
+    "granitemoehybrid", "hunyuandensev1", "internlm2", "lfm2", "lfm2_moe", "llama", "mistral", "nemotron", "olmo", "phi",
     "phimoe", "phi3", "phi3small", "qwen2", "qwen3", "qwen3_5_moe_text", "qwen3_5_text", "smollm3",
 )
 
@@ -73,6 +73,7 @@ class ConfigError(GentwinError):
 
 
 KV_LAYER, WINDOWED_KV_LAYER, CONV_LAYER = "KV cache", "windowed KV cache", "convolution state"
+LFM2_TYPES = ("lfm2", "lfm2_moe")  # the model types whose layer_types make conv layers (the peer's LFM2Cache)
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class DecoderConfig:
 
     def layer_kind(self, layer: int) -> str:
         """KV_LAYER, WINDOWED_KV_LAYER or CONV_LAYER: what LAYER carries from one run to the next."""
-        if self.model_type == "lfm2" and self.layer_types[layer] != "full_attention":
+        if self.model_type in LFM2_TYPES and self.layer_types[layer] != "full_attention":
             return CONV_LAYER
         if self.sliding_window is not None and self.sliding_window.covers(layer):
             return WINDOWED_KV_LAYER
@@ -258,7 +259,7 @@ def _layer_types(decoder: dict, layers: int, model_type: str) -> list[str] | Non
     where = "genai_config.json: 'model.decoder.layer_types'"
     types = decoder.get("layer_types")
     if types is None:
-        if model_type == "lfm2":
+        if model_type in LFM2_TYPES:
             raise ConfigError(f"{where} is missing: an lfm2 model names each layer's kind (conv or full_attention)")
         return None
     if not isinstance(types, list) or not all(isinstance(kind, str) for kind in types):

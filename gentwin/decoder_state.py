@@ -76,7 +76,7 @@ class LayerCache:
             raise GentwinError(f"rewind_to is not supported on this model: conv layer {self.layer}'s state "
                                f"({self.past_names[0]}) holds the last inputs of its convolution, which depend on "
                                "every token before, and going back would need them all run again "
-                               "(onnxruntime-genai refuses too: \"RewindTo is currently not supported for lfm2\")")
+                               "(onnxruntime-genai refuses it too)")
         if self.kind == WINDOWED_KV_LAYER and self.capacity < self.max_length and self.capacity < fed and length < fed:
             raise GentwinError(f"cannot rewind to {length}: the sliding-window KV cache holds only the last "
                                f"{self.capacity} of {fed} positions, so the tokens needed at that point have already "

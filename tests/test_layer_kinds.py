@@ -229,19 +229,29 @@ def folder_with(models, tmp_path, name, edit):
     target = tmp_path / name
     shutil.copytree(models[name], target)
     config = json.loads((target / "genai_config.json").read_text())
-    edit(config["model"]["decoder"])
+    edit(config["model"])
     (target / "genai_config.json").write_text(json.dumps(config))
     return str(target)
 
 
 @by_engine
 @pytest.mark.parametrize("name, edit, message", [
-    ("lfm2-conv-fp32", lambda decoder: decoder.pop("layer_types"), "layer_types' is missing"),
-    ("lfm2-conv-fp32", lambda decoder: decoder["layer_types"].pop(), "has 2 entries, but"),
-    ("lfm2-conv-fp32", lambda decoder: decoder["inputs"].pop("past_conv_names"), "past_conv_names"),
-    (WINDOWED, lambda decoder: decoder["sliding_window"].pop("slide_key_value_cache"), "slides the key-value cache"),
-    (WINDOWED, lambda decoder: decoder["sliding_window"].update(layers=[2]), "layer numbers below 2"),
+    ("lfm2-conv-fp32", lambda model: model["decoder"].pop("layer_types"), "layer_types' is missing"),
+    ("lfm2-conv-fp32", lambda model: model["decoder"]["layer_types"].pop(), "has 2 entries, but"),
+    ("lfm2-conv-fp32", lambda model: model["decoder"]["inputs"].pop("past_conv_names"), "past_conv_names"),
+    (WINDOWED, lambda model: model["decoder"]["sliding_window"].pop("slide_key_value_cache"),
+     "slides the key-value cache"),
+    (WINDOWED, lambda model: model["decoder"]["sliding_window"].update(layers=[2]), "layer numbers below 2"),
 ], ids=["no-layer-types", "short-layer-types", "conv-names-default", "sliding-kv-cache", "window-layer"])
 def test_a_config_contradicting_its_layer_kinds_is_refused_at_load(engine, models, tmp_path, name, edit, message):
     with pytest.raises(ConfigError, match=message):
         engine.Model(folder_with(models, tmp_path, name, edit))
+
+
+@by_engine
+def test_lfm2_moe_is_a_conv_hybrid_too(engine, models, tmp_path):
+    """The builder's lfm2_moe type (LFM2 with MoE MLPs) has lfm2's layer kinds: the same graph under that type
+    runs as the peer runs it, and refuses rewinds as it does."""
+    folder = folder_with(models, tmp_path, "lfm2-conv-fp32", lambda model: model.update(type="lfm2_moe"))
+    assert chat(engine, folder) == chat(og, folder)
+    assert_refused_and_unchanged(engine, folder, 3, (4,), "not supported for lfm2_moe", "conv layer 0's state")
