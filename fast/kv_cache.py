@@ -78,7 +78,8 @@ class SwappedCache:
             self.spec.held(self._held(flat), self.length)[...] = past
 
     def reorder(self, row_indices) -> None:
-        """Beam search: row i of the cache becomes a copy of row ROW_INDICES[i]."""
+        """Beam search: row i of the cache becomes a copy of row ROW_INDICES[i]. (A shared buffer never
+        reorders: beam search grows its past, and a windowed cache refuses beams.)"""
         rows = self.device.to_device(np.asarray(row_indices))
         for held, spare in zip(self.current, self.spare):
             self.device.xp.take(self._held(held), rows, axis=self.spec.rows_axis, out=self._held(spare))
@@ -114,13 +115,6 @@ class SharedBuffer(SwappedCache):
         self.length = pasts[0].shape[-2]
         for flat, past in zip(self.current, pasts):
             self._held(flat)[..., : past.shape[-2], :] = past
-
-    def reorder(self, row_indices) -> None:
-        """Beam search, in place: row i of the buffer becomes a copy of row ROW_INDICES[i]."""
-        rows = self.device.to_device(np.asarray(row_indices))
-        for flat in self.current:
-            held = self._held(flat)
-            held[...] = self.device.xp.take(held, rows, axis=self.spec.rows_axis)
 
 
 def layer_cache(spec: LayerCache, device) -> SwappedCache:

@@ -43,19 +43,15 @@ class LayerCache:
     past_names: tuple[str, ...]
     present_names: tuple[str, ...]
     dtype: type
-    leading: tuple[int, ...]          # the dimensions before the positions: [(2,) B, H]; a conv state's [B, C]
+    leading: tuple[int, ...]          # the dimensions before the positions, [(2,) B, H]; a conv state's whole shape
     trailing: tuple[int, ...]         # after them: [D]; a conv state has none
     capacity: int | None              # positions of a buffer past and present share; None: the past grows
     max_length: int
 
     @property
     def rows_axis(self) -> int:
-        return len(self.leading) - 2 if self.kind != CONV_LAYER else 0  # gpt2's combined past leads with 2
-
-    @property
-    def fixed_shape(self) -> bool:
-        """Whether the tensors keep one shape: a shared or windowed buffer, a conv state."""
-        return self.capacity is not None or self.kind == CONV_LAYER
+        """The batch-times-beams axis: first, but in gpt2's combined past, which leads with keys and values."""
+        return 1 if self.kind != CONV_LAYER and len(self.leading) == 3 else 0
 
     def shape_of(self, positions: int) -> tuple[int, ...]:
         """The shape of a past or present holding POSITIONS positions (a conv state has one shape)."""
