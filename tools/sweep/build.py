@@ -37,6 +37,9 @@ def hf_folder(family: Family, root: Path) -> Path:
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging)
+    if family.mxfp4_experts:
+        from tools.sweep import mxfp4
+        mxfp4.write_experts(model, staging)
     for name in TOKENIZER_FILES:
         shutil.copy(TOKENIZER_FOLDER / name, staging / name)
     staging.rename(folder)

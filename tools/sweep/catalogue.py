@@ -32,6 +32,7 @@ class Family:
     model_type: str                       # transformers' CONFIG_MAPPING key
     config: dict = field(default_factory=dict)  # over TINY
     architecture: str = ""                # the transformers class, where not the config's CausalLM default
+    mxfp4_experts: bool = False           # the checkpoint also ships its experts in MXFP4, as gpt-oss's do
 
     def hf_config(self) -> dict:
         return {**TINY, **self.config}
@@ -77,7 +78,7 @@ FAMILIES = [
     Family("hunyuan", "hunyuan_v1_dense", {"tie_word_embeddings": True}),
     Family("gpt-oss", "gpt_oss", {"num_local_experts": 4, "num_experts_per_tok": 2, "intermediate_size": 64,
                                   "sliding_window": WINDOW, "layer_types": ["sliding_attention", "full_attention"],
-                                  "tie_word_embeddings": False}),
+                                  "tie_word_embeddings": False}, mxfp4_experts=True),
     Family("lfm2", "lfm2", {"layer_types": ["conv", "full_attention"], "conv_L_cache": 3,
                             "block_ff_dim": 128, "tie_word_embeddings": True}),
     Family("lfm2-moe", "lfm2_moe", {"layer_types": ["conv", "full_attention"], "conv_L_cache": 3,
