@@ -80,7 +80,7 @@ class Model:
     load_graph = None     # (GenaiConfig, Config) -> graph shared by all generators of this model
     DecoderState = None   # (graph, GenaiConfig, batch_size, num_beams, max_length, share_buffer) -> per-generator state
     #                       with run, rewind, reorder, outputs, and snapshot/restore (see Generator.snapshot),
-    #                       each change preceded by its check (check_run, check_rewind, check_restore: see
+    #                       run and rewind preceded by their checks (check_run, check_rewind: see
     #                       gentwin/decoder_state.py); run feeds the dict `extra_inputs` the api sets, and
     #                       keeps what it fed in `inputs`
     Search = None         # (options, GenaiConfig) -> advances the sequences by one token chosen from logits
@@ -431,7 +431,6 @@ class Generator:
         if length > self.sequences.max_length:
             raise GentwinError(f"restore: the snapshot holds {length} tokens, more than this generator's "
                                f"max_length ({self.sequences.max_length})")
-        self.state.check_restore(snapshot.decoder)
         self.sequences.rewind(0)
         self.sequences.append_prompt(snapshot.tokens[None, :])
         self.sequences.prompt_length, self.sequences.finished[:] = snapshot.prompt_length, snapshot.finished

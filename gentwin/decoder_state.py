@@ -11,7 +11,7 @@ A layer carries one of three kinds of state from one run to the next (gentwin.co
 A decoder without any of these (no layer, or no cache input) feeds only the tokens and their positions.
 
 `LayerCache` describes one layer's tensors and decides what the peer decides about them: how big, whether a
-rewind or a restore can work. An engine holds each layer's tensors its own way (gentwin/reference/kv_cache.py:
+rewind can work. An engine holds each layer's tensors its own way (gentwin/reference/kv_cache.py:
 numpy arrays; gentwin/fast/kv_cache.py: preallocated buffers bound to onnxruntime) behind one interface, and
 its DecoderState (gentwin/reference/decoder.py, gentwin/fast/decoder.py) subclasses `CachedState`, sets
 `caches` from `layer_caches`, feeds `position_feeds` and the caches to the graph its own way, and says in
@@ -78,14 +78,6 @@ class LayerCache:
                                f"{self.capacity} of {fed} positions, so the tokens needed at that point have already "
                                "been evicted. Increase model.decoder.sliding_window.cache_slack in "
                                "genai_config.json to keep more positions resident, or rewind before the cache fills")
-
-    def check_restore(self, snapshot: LayerCache, length: int) -> None:
-        """A snapshot taken from a generator whose buffer for this layer had SNAPSHOT's size fits this one."""
-        if self.kind == WINDOWED_KV_LAYER and length > min(self.capacity, snapshot.capacity) and (
-                self.capacity != snapshot.capacity):
-            raise GentwinError(f"restore: the snapshot's sliding-window KV cache has evicted positions from its "
-                               f"{snapshot.capacity} slots, and this generator's has {self.capacity} (its max_length "
-                               "differs): the resident positions would not be where its attention reads them")
 
 
 def layer_caches(config, graph, rows: int, max_length: int, share_buffer: bool, device: str) -> list[LayerCache]:
@@ -164,16 +156,12 @@ class CachedState:
     def snapshot(self) -> dict:
         """Copies of every cache's positions held, the mask and the positions (see api.Generator.snapshot)."""
         length = self.positions.length
-        return {"caches": [(cache.spec, cache.snapshot(length)) for cache in self.caches],
-                "positions": self.positions.snapshot(), "length": length}
-
-    def check_restore(self, snapshot: dict) -> None:
-        for cache, (spec, _) in zip(self.caches, snapshot["caches"]):
-            cache.spec.check_restore(spec, snapshot["length"])
+        return {"caches": [cache.snapshot(length) for cache in self.caches], "positions": self.positions.snapshot()}
 
     def restore(self, snapshot: dict) -> None:
-        self.check_restore(snapshot)
-        for cache, (_, tensors) in zip(self.caches, snapshot["caches"]):
+        """Copy SNAPSHOT in. A windowed cache's slots are as many in every generator that can hold the
+        snapshot's tokens (max_length at least that many), so its resident positions land where they were."""
+        for cache, tensors in zip(self.caches, snapshot["caches"]):
             cache.restore(tensors)
         self.positions.restore(snapshot["positions"])
         self.forget_last_run()

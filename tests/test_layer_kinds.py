@@ -225,6 +225,21 @@ def test_a_snapshot_restores_every_layer_kind(engine, models, name):
     assert sequences(restored) == sequences(original)
 
 
+@by_engine
+def test_a_windowed_snapshot_restores_into_fewer_slots(engine, models):
+    """max_length 16 gives the windowed layer 16 slots, not 22; a snapshot of 12 tokens restores into them and
+    goes on as the original (one with more tokens than 16 could not be restored: it exceeds max_length)."""
+    original = generator(engine, models[WINDOWED])
+    generate(original, 6)
+    model = load(engine.__name__, models[WINDOWED])
+    params = engine.GeneratorParams(model)
+    params.set_search_options(max_length=16)
+    restored = engine.Generator(model, params)
+    restored.restore(original.snapshot())
+    generate(original), generate(restored)
+    assert sequences(restored)[0] == sequences(original)[0][:16]
+
+
 def folder_with(models, tmp_path, name, edit):
     target = tmp_path / name
     shutil.copytree(models[name], target)
