@@ -90,6 +90,10 @@ def layer_caches(config, graph, rows: int, max_length: int, share_buffer: bool, 
         kind = decoder.layer_kind(layer)
         if kind == WINDOWED_KV_LAYER:
             capacity = decoder.sliding_window.capacity(max_length, WINDOW_SLACK[device])
+            if capacity < decoder.sliding_window.window_size:
+                raise GentwinError(f"max_length {max_length} is below the sliding window of "
+                                   f"{decoder.sliding_window.window_size} positions, which the windowed KV cache must "
+                                   "hold (onnxruntime's GroupQueryAttention refuses a smaller one)")
         else:
             capacity = max_length if share_buffer else None
         leading = (2, rows) if decoder.combined_past else (rows,)            # gpt2: keys and values in one tensor

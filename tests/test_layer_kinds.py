@@ -127,6 +127,18 @@ def test_a_windowed_cache_needs_its_shared_buffer(engine, models, options):
         generator(engine, folder, **options)
 
 
+@by_engine
+def test_a_windowed_cache_holds_its_window(engine, models):
+    """max_length 5 would give the windowed layer 5 slots, fewer than its window of 6."""
+    with pytest.raises(RuntimeError, match=r"capacity \(5\) must be at least local_window_size \(6\)"):
+        generate(generator(og, models[WINDOWED], [[5, 6, 7]], max_length=5))
+    with pytest.raises(GentwinError, match="max_length 5 is below the sliding window of 6 positions"):
+        generator(engine, models[WINDOWED], [[5, 6, 7]], max_length=5)
+    expected, ours = (generator(module, models[WINDOWED], [[5, 6, 7]], max_length=6) for module in (og, engine))
+    generate(expected), generate(ours)
+    assert sequences(ours) == sequences(expected)
+
+
 def chat(module, folder):
     """Two turns: the first prompt and 5 tokens, then a second turn appended and 20 more (the peer is made to
     run its last generated token first: README, Differences 1)."""
