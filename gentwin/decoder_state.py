@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gentwin import position_inputs
-from gentwin.config import CONV_LAYER, KV_LAYER, WINDOWED_KV_LAYER
+from gentwin.config import CONV_LAYER, WINDOWED_KV_LAYER
 from gentwin.errors import GentwinError
 from gentwin.position_inputs import PositionInputs
 
