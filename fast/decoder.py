@@ -95,8 +95,9 @@ def execution_providers(provider_config) -> list:
 class Graph:
     """model.onnx in an InferenceSession, with its input and output types and the device of its buffers."""
 
-    def __init__(self, session: ort.InferenceSession, device: Device):
+    def __init__(self, session: ort.InferenceSession, device: Device, takes_chunks_over_past: bool):
         self.session, self.device = session, device
+        self.takes_chunks_over_past = takes_chunks_over_past  # see position_inputs.takes_chunks_over_past
         self.input_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_inputs()}
         self.input_shapes = {value.name: tuple(value.shape) for value in session.get_inputs()}
         self.output_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_outputs()}
@@ -104,7 +105,9 @@ class Graph:
 
 def load_graph(config, provider_config) -> Graph:
     """The decoder in an InferenceSession, once its graph is checked against genai_config.json."""
-    model_check.check_against_config(config, model_check.read_graph(config))
+    proto = model_check.read_graph(config)
+    model_check.check_against_config(config, proto)
+    chunks = position_inputs.takes_chunks_over_past(proto.graph)
     providers = execution_providers(provider_config)
     options = session_options(config.decoder.session_options)
     try:
@@ -114,8 +117,8 @@ def load_graph(config, provider_config) -> Graph:
         raise ConfigError(f"cannot load {config.model_path} in onnxruntime: {error}") from error
     provider, provider_options = providers[0]
     if provider == PROVIDERS["cuda"]:
-        return Graph(session, Device("cuda", int(provider_options["device_id"])))
-    return Graph(session, Device("cpu"))
+        return Graph(session, Device("cuda", int(provider_options["device_id"])), chunks)
+    return Graph(session, Device("cpu"), chunks)
 
 
 class DecoderState(CachedState):

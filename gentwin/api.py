@@ -251,7 +251,7 @@ class Generator:
             # a hole in its KV cache (see README, "Differences"); gentwin runs it first.
             self._compute_logits()
         self.sequences.append_prompt(tokens)
-        self.logits = self.state.run(tokens)                                     # [R, V]
+        self.logits = self._run(tokens)                                          # [R, V]
         self.fed_length = self.sequences.length
         self.next_tokens = tokens[:, -1].copy()
         self.rewound = False
@@ -283,9 +283,21 @@ class Generator:
                 self.rewound = False
             if self.fed_length == length:
                 raise GentwinError("every sequence finished with EOS: append_tokens to continue, or rewind_to")
-            self.logits = self.state.run(self.sequences.tokens[:, self.fed_length : length])  # [R, V]
+            self.logits = self._run(self.sequences.tokens[:, self.fed_length : length])  # [R, V]
             self.fed_length = length
         return self.logits
+
+    def _run(self, tokens: np.ndarray) -> np.ndarray:
+        """Run the model on TOKENS [R, S] after the fed_length tokens it holds; the logits after the last, [R, V].
+
+        A graph that cannot take several tokens over a past (position_inputs.takes_chunks_over_past) gets
+        them one at a time; get_output then holds the last token's outputs only.
+        """
+        if self.fed_length == 0 or tokens.shape[1] == 1 or self.model.graph.takes_chunks_over_past:
+            return self.state.run(tokens)
+        for column in range(tokens.shape[1]):
+            logits = self.state.run(tokens[:, column : column + 1])               # [R, V]
+        return logits
 
     def is_done(self) -> bool:
         return self.logits is None and self.search.is_done(self.sequences)

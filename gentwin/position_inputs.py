@@ -101,3 +101,17 @@ class PositionInputs:
         mask, last_positions = snapshot
         self.mask = None if mask is None else mask.copy()
         self.last_positions = None if last_positions is None else last_positions.copy()
+
+
+# The official builder's causal block for MultiHeadAttention (its fp16 and bf16 CPU graphs), expanded over the past
+BUILDER_MHA_CAUSAL_EXPAND = "/model/attn_mask_reformat/input_ids_subgraph/Expand"
+
+
+def takes_chunks_over_past(graph) -> bool:
+    """Whether the decoder GRAPH (an onnx GraphProto) can run several new tokens over a past in one run.
+
+    The builder's mask subgraph for MultiHeadAttention cannot: it expands an [S, S] causal block to
+    [B, 1, S, past + S], which ONNX's Expand allows only for a prompt (no past) or a single token (S = 1).
+    The engines then feed such a chunk one token at a time, which computes the same attention.
+    """
+    return not any(node.name == BUILDER_MHA_CAUSAL_EXPAND for node in graph.node)

@@ -75,8 +75,10 @@ def check_supported(proto: onnx.ModelProto, path: str) -> None:
 class Graph:
     """model.onnx, loaded and checked once; `run` evaluates it on one set of feeds."""
 
-    def __init__(self, proto: onnx.ModelProto):
+    def __init__(self, proto: onnx.ModelProto, weights: dict):
         self.evaluator = ReferenceEvaluator(proto, new_ops=CONTRIB_OPS)
+        self.weights = weights  # the initializers held outside PROTO (see map_external_weights), fed every run
+        self.takes_chunks_over_past = position_inputs.takes_chunks_over_past(proto.graph)
         self.input_types = {value.name: onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
                             for value in proto.graph.input}
         self.input_shapes = {value.name: declared_shape(value) for value in proto.graph.input}
@@ -90,21 +92,55 @@ class Graph:
         """Evaluate the graph on FEEDS, already of the types it declares (see typed)."""
         # Builder-written masks add float32's lowest value to itself on purpose, giving -inf.
         with np.errstate(over="ignore"):
-            return dict(zip(self.output_names, self.evaluator.run(None, feeds)))
+            return dict(zip(self.output_names, self.evaluator.run(None, {**self.weights, **feeds})))
 
 
 def load_graph(config, _provider_config=None) -> Graph:
     """Read the decoder, check every operator has a kernel and the graph is the one genai_config.json describes,
-    then read its weights (external data)."""
+    then map its weights (external data)."""
     path = config.model_path
     proto = model_check.read_graph(config)
     check_supported(proto, path)
     model_check.check_against_config(config, proto)
     try:
-        onnx.load_external_data_for_model(proto, os.path.dirname(path))
+        weights = map_external_weights(proto, os.path.dirname(path))
     except Exception as error:  # a missing, short or unreadable data file
         raise ConfigError(f"cannot load {path}: {error}") from error
-    return Graph(proto)
+    return Graph(proto, weights)
+
+
+def map_external_weights(proto: onnx.ModelProto, folder: str) -> dict:
+    """Take the initializers stored in external data files out of PROTO and return them by name, as read-only
+    arrays mapped from those files: the OS reads a page when a kernel first touches it, and the weights are
+    never copied (reading them into PROTO, then into arrays, would hold the model twice). A tensor whose offset
+    is not a multiple of its element size is read into memory instead (numpy's matrix products want aligned
+    data), and one whose bytes are not plain elements (4-bit types) is loaded into PROTO by onnx as before."""
+    weights, kept = {}, []
+    for tensor in proto.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            kept.append(tensor)
+            continue
+        where = {entry.key: entry.value for entry in tensor.external_data}
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+        shape, count = tuple(tensor.dims), int(np.prod(tensor.dims, dtype=np.int64))
+        offset = int(where.get("offset", 0))
+        if int(where.get("length", count * dtype.itemsize)) != count * dtype.itemsize or dtype.hasobject:
+            onnx.external_data_helper.load_external_data_for_tensor(tensor, folder)
+            kept.append(tensor)
+            continue
+        file = os.path.join(folder, where["location"])
+        if offset + count * dtype.itemsize > os.path.getsize(file):
+            raise ValueError(f"{where['location']} ends before the {count * dtype.itemsize} bytes of {tensor.name!r} "
+                             f"at offset {offset}")
+        if count == 0:
+            weights[tensor.name] = np.zeros(shape, dtype)
+        elif offset % dtype.itemsize:
+            weights[tensor.name] = np.fromfile(file, dtype, count, offset=offset).reshape(shape)
+        else:
+            weights[tensor.name] = np.memmap(file, dtype, "r", offset, (count,)).reshape(shape)
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
+    return weights
 
 
 class DecoderState(CachedState):

@@ -1,7 +1,11 @@
 """The base class of every contrib kernel, and the one way they refuse what they do not implement."""
 
+import ml_dtypes
+import numpy as np
 from onnx import helper
 from onnx.reference.op_run import OpRun
+
+HALF_TYPES = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16))
 
 
 class ContribOp(OpRun):
@@ -22,6 +26,10 @@ class ContribOp(OpRun):
     kernel), not at the first run: `implemented_values` maps an attribute to the values implemented
     (an absent attribute takes its default, which every kernel implements); `unimplemented_inputs` and
     `unimplemented_outputs` map the index of an optional input or output to its name.
+
+    float16 and bfloat16 inputs are widened to float32 and the kernel's float32 outputs rounded back to
+    the input's type, as onnxruntime's CPU kernels compute half-precision tensors in float32; a kernel
+    that onnxruntime runs in float32 only sets `widens_half_inputs = False` and refuses them itself.
     """
 
     op_domain = "com.microsoft"
@@ -29,6 +37,7 @@ class ContribOp(OpRun):
     implemented_values: dict = {}
     unimplemented_inputs: dict = {}
     unimplemented_outputs: dict = {}
+    widens_half_inputs = True
 
     def __init__(self, onnx_node, run_params):
         self.check_node(onnx_node)
@@ -52,6 +61,14 @@ class ContribOp(OpRun):
     @classmethod
     def check_attributes(cls, op_type, attributes) -> None:
         """Refusals that depend on several attributes together; `attributes` maps names to values."""
+
+    def run(self, *args, **kwargs):
+        half = next((a.dtype for a in args if isinstance(a, np.ndarray) and a.dtype in HALF_TYPES), None)
+        if half is None or not self.widens_half_inputs:
+            return super().run(*args, **kwargs)
+        widened = [a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype in HALF_TYPES else a for a in args]
+        outputs = super().run(*widened, **kwargs)
+        return tuple(o.astype(half) if isinstance(o, np.ndarray) and o.dtype == np.float32 else o for o in outputs)
 
     def _check_and_fix_outputs(self, res):
         for value, name in zip(res, self.onnx_node.output):

@@ -21,6 +21,7 @@ class Mixture(ContribOp):
     ACTIVATIONS, and SwiGLU only with its gate and linear rows interleaved (swiglu_fusion 1)."""
 
     implemented_values = {"use_sparse_mixer": (0,)}
+    widens_half_inputs = False  # onnxruntime's CPU MoE and QMoE take float32 only
 
     @classmethod
     def check_attributes(cls, op_type, attributes):
