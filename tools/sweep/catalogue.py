@@ -33,9 +33,22 @@ class Family:
     config: dict = field(default_factory=dict)  # over TINY
     architecture: str = ""                # the transformers class, where not the config's CausalLM default
     mxfp4_experts: bool = False           # the checkpoint also ships its experts in MXFP4, as gpt-oss's do
+    vision: dict | None = None            # a multimodal checkpoint's vision_config (CONFIG is its text_config)
 
     def hf_config(self) -> dict:
-        return {**TINY, **self.config}
+        text = {**TINY, **self.config}
+        if self.vision is None:
+            return text
+        special = {key: text[key] for key in ("bos_token_id", "eos_token_id", "pad_token_id")}
+        return {"text_config": text, "vision_config": self.vision, "tie_word_embeddings":
+                text.get("tie_word_embeddings", False), **special}
+
+
+# A vision tower as small as its config allows: the builder exports only the text decoder, but the
+# checkpoint's weights and architecture are the multimodal one's.
+TINY_VISION = {"depth": 1, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64}
+TINY_VIT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "head_dim": 16}
 
 
 def _longrope(head_dim: int = 16) -> dict:
@@ -84,6 +97,21 @@ FAMILIES = [
     Family("lfm2-moe", "lfm2_moe", {"layer_types": ["conv", "full_attention"], "conv_L_cache": 3,
                                     "num_dense_layers": 1, "num_experts": 4, "num_experts_per_tok": 2,
                                     "moe_intermediate_size": 64, "tie_word_embeddings": True}),
+    Family("qwen3.5", "qwen3_5", {"layer_types": ["linear_attention", "full_attention"],
+                                  "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2,
+                                  "linear_num_value_heads": 4, "tie_word_embeddings": True},
+           "Qwen3_5ForConditionalGeneration", vision=TINY_VISION),
+    Family("qwen2.5-vl", "qwen2_5_vl", {"rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+                                        "tie_word_embeddings": True},
+           "Qwen2_5_VLForConditionalGeneration", vision={**TINY_VISION, "fullatt_block_indexes": [0]}),
+    Family("qwen3-vl", "qwen3_vl", {"rope_scaling": {"rope_type": "default", "mrope_section": [4, 2, 2],
+                                                     "mrope_interleaved": True}, "tie_word_embeddings": True},
+           "Qwen3VLForConditionalGeneration", vision={**TINY_VISION, "deepstack_visual_indexes": [0]}),
+    Family("mistral3", "mistral3", {"tie_word_embeddings": False}, "Mistral3ForConditionalGeneration",
+           vision=TINY_VIT),
+    Family("lfm2-vl", "lfm2_vl", {"layer_types": ["conv", "full_attention"], "conv_L_cache": 3,
+                                  "block_ff_dim": 128, "tie_word_embeddings": True},
+           "Lfm2VlForConditionalGeneration", vision=TINY_VIT),
     Family("granite-hybrid", "granitemoehybrid", {"layer_types": ["attention", "attention"],
                                                   "num_local_experts": 0, "shared_intermediate_size": 128,
                                                   "tie_word_embeddings": True}),

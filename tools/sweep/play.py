@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gentwin import errors
 from gentwin.conformance.model_facts import ModelFacts
 from gentwin.conformance.scenarios import Scenario, greedy_battery, logits_before_each_choice
 from gentwin.conformance.verdict import Side, judge
@@ -30,7 +31,8 @@ ENGINES = ("fast", "reference")
 MODULES = {"peer": "onnxruntime_genai", "fast": "gentwin.fast", "reference": "gentwin.reference"}
 IDENTICAL, TIE, DIVERGED, REFUSED = "identical", "tie", "diverged", "refused"
 AS_PEER = "fails as the peer"   # refused or raised in a scenario the peer cannot play either
-WORST_FIRST = (REFUSED, DIVERGED, TIE, AS_PEER, IDENTICAL)
+ALONE = "runs alone"            # plays a scenario through that neither the peer nor the other engine does
+WORST_FIRST = (REFUSED, DIVERGED, TIE, AS_PEER, ALONE, IDENTICAL)
 FOLDER_SECONDS = 420
 
 
@@ -76,30 +78,42 @@ def play_folder(folder: Path) -> dict:
 
 def judge_scenario(scenario, sides: dict, refusals: dict, facts, report: dict) -> None:
     """Each engine's verdict on SCENARIO into REPORT: against the peer where the peer plays it through,
-    against the other engine where not. An engine that refuses (or raises) as the peer does, where the
-    peer does, is told apart from one that refuses what the peer runs."""
-    peer_failure = refusals.get("peer") or failure_of(sides["peer"], scenario)
-    if peer_failure and "peer" in sides:
-        report["peer"]["failed"][scenario.name] = peer_failure
+    against the other engine where only that one does. An engine that refuses (or raises) where the peer
+    does too is told apart from one that refuses what the peer runs."""
+    failures = {role: refusals.get(role) or failure_of(side, scenario) for role, side in sides.items()}
+    failures.update(refusals)
+    if failures["peer"] and "peer" in sides:
+        report["peer"]["failed"][scenario.name] = failures["peer"]
     for engine, other in zip(ENGINES, reversed(ENGINES)):
         if engine not in sides:
             continue
-        own_failure = failure_of(sides[engine], scenario)
-        if own_failure and peer_failure:
-            report[engine]["verdicts"][scenario.name] = {"outcome": AS_PEER, "detail": own_failure}
-            continue
-        if own_failure and own_failure.startswith("Generator"):
-            report[engine]["verdicts"][scenario.name] = {"outcome": REFUSED, "detail": own_failure}
-            continue
-        oracle = "peer" if not peer_failure else other if other in sides else None
-        if oracle is None:
-            continue  # nothing to judge against
-        try:
-            verdict = judge(sides[engine], sides[oracle], scenario, facts)
-            outcome, detail = verdict.outcome, verdict.detail
-        except Exception as error:  # the oracle's Generator refused this scenario
-            outcome, detail = DIVERGED, f"judging against {oracle} raised {first_line(error)}"
-        report[engine]["verdicts"][scenario.name] = {"outcome": outcome, "detail": detail[:600], "oracle": oracle}
+        verdicts = report[engine]["verdicts"]
+        if failures[engine] and failures["peer"] and refuses_alike(failures[engine], failures["peer"]):
+            verdicts[scenario.name] = {"outcome": AS_PEER, "detail": failures[engine]}
+        elif failures[engine] and failures[engine].startswith("Generator"):
+            verdicts[scenario.name] = {"outcome": REFUSED, "detail": failures[engine]}
+        elif failures["peer"] and failures[other]:
+            outcome, detail = ((DIVERGED, f"{failures[engine]}, where the peer: {failures['peer']}")
+                               if failures[engine] else (ALONE, f"neither the peer nor {other} plays it through"))
+            verdicts[scenario.name] = {"outcome": outcome, "detail": detail[:600]}
+        else:
+            oracle = "peer" if not failures["peer"] else other
+            try:
+                verdict = judge(sides[engine], sides[oracle], scenario, facts)
+                outcome, detail = verdict.outcome, verdict.detail
+            except Exception as error:  # a Generator made for a replay raised: either side
+                outcome, detail = DIVERGED, f"the verdict (against {oracle}) raised {first_line(error)}"
+            verdicts[scenario.name] = {"outcome": outcome, "detail": detail[:600], "oracle": oracle}
+
+
+def refuses_alike(ours: str, peers: str) -> bool:
+    """Whether an engine's failure (failure_of's words) is a refusal where the peer fails too: its Generator
+    refused, or a call raised a GentwinError (a deliberate refusal) or the peer's own error."""
+    kind, message = ours.split(": ", 2)[1:], peers.split(": ", 2)[2:]
+    error_class = getattr(errors, kind[0], None) if kind else None
+    return (ours.startswith("Generator")
+            or (isinstance(error_class, type) and issubclass(error_class, errors.GentwinError))
+            or bool(message and message[0][:80] in ours))
 
 
 def generator_refusal(side, scenario) -> str | None:
@@ -176,12 +190,12 @@ def run_worker(build: Build, root: Path) -> FolderResult:
     return FolderResult(build, json.loads(lines[-1]))
 
 
-SHORT = {IDENTICAL: "id", TIE: "tie", DIVERGED: "DIV", REFUSED: "REF", AS_PEER: "asp", "-": "-"}
+SHORT = {IDENTICAL: "id", TIE: "tie", DIVERGED: "DIV", REFUSED: "REF", AS_PEER: "asp", ALONE: "alone", "-": "-"}
 
 
 def cell(result: FolderResult) -> str:
     if result.report is None:
-        return "BUILD" if result.problem.startswith("build failed") else "CRASH" if "exit" in result.problem else "-"
+        return "BUILD" if result.problem.startswith("build failed") else "CRASH" if result.problem != "not built" else "-"
     star = "*" if result.peer_fails_somewhere() else ""
     return "/".join(SHORT[result.outcome(engine)[0]] + star for engine in ENGINES)
 
@@ -190,15 +204,21 @@ def column(build: Build) -> str:
     return "-".join(part for part in (build.precision, build.label) if part)
 
 
+LEGEND = (
+    "fast/reference per family and precision, the worst outcome over the scenarios:",
+    "  id identical, tie a numerical tie, DIV diverged, REF refused (Model() or the Generator raised) where the peer runs,",
+    "  asp refused or raised where the peer fails too, alone ran what neither the peer nor the other engine runs,",
+    "  * the peer cannot play some scenarios (the engines are judged against each other there),",
+    "  BUILD the builder failed, CRASH the worker died or hung",
+)
+
+
 def table(results: list[FolderResult]) -> str:
     families = list(dict.fromkeys(r.build.family.name for r in results))
     columns = list(dict.fromkeys(column(r.build) for r in results))
     by_key = {(r.build.family.name, column(r.build)): r for r in results}
     width = max(11, *(len(c) + 1 for c in columns))
-    lines = ["fast/reference per family and precision, the worst over the scenarios: id identical, tie a "
-             "numerical tie,", "DIV diverged, REF refused (Model() or Generator raised) where the peer runs, asp "
-             "refused or raised where the peer fails too,", "* judged against the other engine in some scenarios "
-             "(the peer cannot play them), BUILD the builder failed,", "CRASH the worker died", "",
+    lines = [*LEGEND, "",
              f"{'family':<17}" + "".join(f"{c:>{width}}" for c in columns)]
     for family in families:
         row = "".join(f"{cell(by_key[family, c]) if (family, c) in by_key else '':>{width}}" for c in columns)
