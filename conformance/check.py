@@ -3,7 +3,9 @@
 Any importable module offering onnxruntime-genai's Python API plugs in: gentwin.fast, onnxruntime_genai
 itself, or anyone's. For every model and every family (families.py) the check plays the family's fixed
 battery, then lets hypothesis generate EXAMPLES more scenarios (reproducibly, from SEED). Each scenario gets a
-verdict (verdict.py): identical, a numerical tie, or a divergence. A divergence ends its model x family there.
+verdict (verdict.py): identical, a numerical tie, or a divergence, from two questions asked apart: the model
+(the logits on the same token history, within a bound derived from the model's quantization) and the search
+(the choices made from the same logits, exactly). The report has a table of each. A divergence ends its model x family there.
 If the run's first divergence is a generated scenario, hypothesis shrinks it to a minimal one (for at most
 SHRINK_SECONDS, keeping the smallest case so far); later ones are reported as found, so a broken
 implementation fails in about the time a sound one passes. Each is printed as a runnable snippet.
@@ -30,7 +32,8 @@ from hypothesis.internal.conjecture import providers
 from gentwin.conformance.families import FAMILIES, Capabilities, Family
 from gentwin.conformance.model_facts import ModelFacts
 from gentwin.conformance.scenarios import PEER_MODULE, Scenario
-from gentwin.conformance.verdict import DIVERGED, IDENTICAL, TIE, Side, Verdict, judge
+from gentwin.conformance.verdict import (DIFFERS, DIVERGED, IDENTICAL, MODEL, SAME, SEARCH, TIE, Side,
+                                        Verdict, judge)
 from gentwin.errors import GentwinError
 
 DEFAULT_IMPL = "gentwin.fast"
@@ -59,19 +62,29 @@ def import_implementation(name: str):
 
 @dataclass
 class Cell:
-    """The verdicts of one model x family."""
+    """The verdicts of one model x family, and the two questions' answers over them."""
 
     counts: dict = field(default_factory=lambda: {IDENTICAL: 0, DIVERGED: 0, TIE: 0})
     ties: list = field(default_factory=list)         # [(scenario, verdict)]
     failure: tuple | None = None                      # (scenario, verdict): the minimal divergence found
     seconds: float = 0.0
+    logit_rows: int = 0                               # the model question: rows of logits compared
+    worst: float = 0.0                                # ... the largest error as a fraction of its bound
+    searches: dict = field(default_factory=lambda: {SAME: 0, DIFFERS: 0})  # the search question, where asked
+    diverged_in: dict = field(default_factory=dict)   # {MODEL / SEARCH / STREAM: divergences}
 
     def count(self, scenario: Scenario, verdict: Verdict) -> None:
         self.counts[verdict.outcome] += 1
+        self.logit_rows += verdict.rows
+        self.worst = max(self.worst, verdict.worst)
+        if verdict.search:
+            self.searches[verdict.search] += 1
         if verdict.outcome == TIE:
             self.ties.append((scenario, verdict))
-        if verdict.outcome == DIVERGED and self.failure is None:
-            self.failure = (scenario, verdict)
+        if verdict.outcome == DIVERGED:
+            self.diverged_in[verdict.diverged_in] = self.diverged_in.get(verdict.diverged_in, 0) + 1
+            if self.failure is None:
+                self.failure = (scenario, verdict)
 
     @property
     def played(self) -> int:
@@ -205,6 +218,7 @@ def report(cells: dict, impl_name: str, oracle_name: str, model_dirs, run_seed: 
         row = "".join(f"{'/'.join(str(cells[model, f].counts[o]) for o in (IDENTICAL, DIVERGED, TIE)):>12}"
                       for f in families)
         print(f"  {model:<22}{row}", file=out)
+    print_questions(cells, models, out)
     folders = {Path(folder).name: Path(folder) for folder in model_dirs}
     for (model, family), cell in cells.items():
         for scenario, verdict in cell.ties:
@@ -218,6 +232,23 @@ def report(cells: dict, impl_name: str, oracle_name: str, model_dirs, run_seed: 
     print(f"\n{sum(total.values())} scenarios: {total[IDENTICAL]} identical, {total[DIVERGED]} diverged, "
           f"{total[TIE]} numerical tie(s){too_many}", file=out)
     return passes(cells)
+
+
+def print_questions(cells: dict, models: list, out) -> None:
+    """The two questions per model, over all its families: the model (teacher-forced logits within the bound)
+    and the search (the oracle's logits fed to the implementation, its choices compared exactly)."""
+    print("\nthe two questions per model: the model (rows of logits on the same token history, the largest error "
+          "as a\nfraction of the model's bound) and the search (streams that parted, replayed with the oracle's "
+          "logits):\n", file=out)
+    print(f"  {'model':<22}  {'the model':<42}  the search", file=out)
+    for model in models:
+        own = [cell for (name, _), cell in cells.items() if name == model]
+        rows, worst = sum(cell.logit_rows for cell in own), max(cell.worst for cell in own)
+        beyond, wrong = (sum(cell.diverged_in.get(kind, 0) for cell in own) for kind in (MODEL, SEARCH))
+        replayed = sum(cell.searches[SAME] + cell.searches[DIFFERS] for cell in own)
+        model_answer = f"{rows} rows, worst {worst:.2g} of the bound, {beyond} beyond"
+        search_answer = f"{replayed} replayed, {wrong} chose otherwise"
+        print(f"  {model:<22}  {model_answer:<42}  {search_answer}", file=out)
 
 
 def too_many_ties(cells: dict) -> bool:

@@ -19,6 +19,10 @@ Steps:
                            next choice; the scenarios use it to make EOS reachable.
     ("get_logits",)        record get_logits()
 
+A Player asked to (PROMPT_LOGITS) also records every position's logits after every append, the prompt
+included (get_output("logits")): the model's logits for each token of the turn, which the peer holds after a
+prompt as gentwin's engines do.
+
 Reading or setting logits once is_done() is true records nothing: there is no choice left to make.
 With beam search the sequences are only read at the end (the peer finalizes its beams when one is read), and
 after the other steps only token_count() is recorded.
@@ -26,12 +30,15 @@ after the other steps only token_count() is recorded.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
 
 PEER_MODULE = "onnxruntime_genai"
+EVERY_CALL = math.inf  # capture_until: keep the logits before every call, never pause
+LOGITS_KINDS = ("logits", "prompt_logits")
 
 Step = tuple
 
@@ -61,7 +68,8 @@ class Scenario:
 
 class Event(NamedTuple):
     """One observation: after step `step` (-1: the prompt), `kind` is tokens, sequences, length, logits,
-    done, returned or raised, and `value` what was observed (logits: float32 [rows, vocab])."""
+    prompt_logits, done, returned or raised, and `value` what was observed (logits: float32 [rows, vocab];
+    prompt_logits: float32 [rows, positions, vocab], every position of an append)."""
 
     step: int
     kind: str
@@ -85,14 +93,16 @@ class Player:
 
     Two ways to look closer, for the verdict on a difference in tokens (verdict.py):
     CAPTURE_UNTIL = c   before each generate_next_token call k, keep get_logits() in `captured`; stop right
-                        before call c, once its logits are kept.
+                        before call c, once its logits are kept (EVERY_CALL: never stop).
     REPLACE_LOGITS = L  before each call k < len(L), set_logits(L[k]) (after a get_logits(), which runs the
                         pending token on any implementation); stop right before call len(L).
+    PROMPT_LOGITS       record a "prompt_logits" event after every append.
     """
 
     def __init__(self, og, model, scenario: Scenario, feed_pending_before_append: bool = False,
-                 capture_until: int | None = None, replace_logits: list | None = None):
+                 capture_until: int | None = None, replace_logits: list | None = None, prompt_logits: bool = False):
         self.scenario = scenario
+        self.prompt_logits = prompt_logits
         self.feed_pending_before_append = feed_pending_before_append
         self.capture_until, self.replace_logits = capture_until, replace_logits
         params = og.GeneratorParams(model)
@@ -108,7 +118,7 @@ class Player:
         """Every event of the scenario. A call that raises ends the list with a "raised" event."""
         events, step_index = [], -1
         try:
-            self._append(self.scenario.prompt)
+            self._append(step_index, self.scenario.prompt, events)
             for step_index, step in enumerate(self.scenario.steps):
                 self._run(step_index, step, events)
                 events.append(self._state_event(step_index))
@@ -131,7 +141,7 @@ class Player:
         elif kind == "append":
             if self.feed_pending_before_append and self.token_pending:
                 self.generator.get_logits()
-            self._append([step[1]])
+            self._append(index, [step[1]], events)
         elif kind == "rewind":
             self._rewind(step[1])
         elif kind == "rewind_back":
@@ -171,10 +181,12 @@ class Player:
             self.generator.get_logits()
             self.generator.set_logits(self.replace_logits[self.calls][:, None, :])
 
-    def _append(self, rows) -> None:
+    def _append(self, index: int, rows, events: list) -> None:
         self.generator.append_tokens(np.array(rows, dtype=np.int32))
         self.reply_start = self.generator.token_count()
         self.generated, self.token_pending = [], False
+        if self.prompt_logits:
+            events.append(Event(index, "prompt_logits", np.array(self.generator.get_output("logits"), np.float32)))
 
     def _rewind(self, length: int) -> None:
         dropping = length < self.generator.token_count()  # rewinding to the current length changes nothing

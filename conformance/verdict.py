@@ -1,29 +1,33 @@
-"""The verdict on one scenario: identical, a numerical tie, or a divergence.
+"""The verdict on one scenario: identical, a numerical tie, or a divergence, from two separate questions.
 
-Both implementations play the scenario (scenarios.play); their events are compared in order. Tokens,
-sequences, lengths and errors must be equal; logits read by the scenario must agree within the model's
-tolerance (model_facts). The first event that differs decides:
+Both implementations play the scenario (scenarios.play), recording every position's logits after each append;
+the oracle also keeps its logits before every choice. Their events are compared in order. Tokens, sequences,
+lengths and errors must be equal; logits (read by the scenario, or a turn's every position) must agree within
+the model's bound (model_facts.ModelFacts.logit_bound, measured on the oracle's unrounded twin where the model
+rounds activations to int8). The first event that differs decides:
 
-- the tokens of a generate_next_token call (call g): perhaps a numerical tie. Both sides are replayed, reading
-  their logits before every call up to g. It is a tie when
-    1. at every call up to g the two sides' logits agree within the tolerance, and
-    2. the oracle, fed the implementation's logits before each call (set_logits), chooses the
-       implementation's tokens at call g: the implementation chooses from its logits exactly as the oracle
-       would, and the tokens differ only because the logits do.
-  The report gives the oracle's margin at call g (margins.py: half the gap to the other token for greedy
-  search; for sampling the distance of its random draw from the nearest cumulative-probability boundary,
-  both in logit units) beside the measured logit error. The margin alone cannot decide: it moves every logit
-  by the same amount in the most favourable direction, but logits of near-equal tokens that swap places move
-  a boundary by a whole token's probability, and a divergence on int4 models can come from an earlier step
-  through beam scores or the random stream. The replay with the implementation's logits covers all of these,
-  and beam search too. After a tie the streams legitimately part: nothing more of the scenario is compared.
-- anything else (a sequence after an append or a rewind, logits beyond the tolerance, is_done, an error
-  raised by one side): a divergence.
+- the tokens of a generate_next_token call: the streams part, and two questions are asked apart, on a replay
+  of the implementation fed the oracle's logits before every choice (set_logits), which keeps both sides on
+  the oracle's token history all through the scenario (teacher forcing):
+    the model   the implementation's own logits before every choice and at every position of every append,
+                on that history, against the oracle's: within the bound at every one?
+    the search  the implementation's choices from the oracle's logits, and everything else it shows (sequences,
+                lengths, is_done, the returned sequences): exactly the oracle's?
+  Both yes: a numerical tie (the tokens differ because the logits do, within what rounding explains). Logits
+  beyond the bound: a divergence of the model. Another choice from the same logits: a divergence of the search.
+  The report gives the oracle's margin at the first call that differs (margins.py: half the gap to the other
+  token for greedy search; for sampling the distance of its random draw from the nearest cumulative-probability
+  boundary, both in logit units) beside the logit error there. The margin alone cannot decide: a divergence can
+  come from an earlier step through beam scores or the random stream; the replay covers all of these.
+- logits beyond the bound before any token differs: the histories are still the same, so that is the model
+  question answered: a divergence of the model.
+- anything else (a sequence after an append or a rewind, is_done, an error raised by one side): a divergence.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from itertools import zip_longest
 from typing import NamedTuple
@@ -31,18 +35,26 @@ from typing import NamedTuple
 import numpy as np
 
 from gentwin.conformance.margins import FixedDraw, margin
-from gentwin.conformance.model_facts import ModelFacts, logit_error
-from gentwin.conformance.scenarios import Event, Player, Scenario, feeds_pending_before_append
+from gentwin.conformance.model_facts import ModelFacts, logit_error, logit_errors, unrounded_twin
+from gentwin.conformance.scenarios import (EVERY_CALL, LOGITS_KINDS, Event, Player, Scenario,
+                                           feeds_pending_before_append)
+from gentwin.errors import GentwinError
 from gentwin.reference import penalties, sampling
 from gentwin.search_options import resolved, sampling_method
 
 IDENTICAL, TIE, DIVERGED = "identical", "tie", "diverged"
+MODEL, SEARCH, STREAM = "model", "search", "stream"   # what a divergence is of
+SAME, DIFFERS = "same", "differs"                      # the search question's answers
 
 
 @dataclass(frozen=True)
 class Verdict:
     outcome: str
     detail: str = ""
+    diverged_in: str = ""   # MODEL, SEARCH or STREAM for a divergence
+    worst: float = 0.0      # the model question: the largest logit error compared, as a fraction of its bound
+    rows: int = 0           # the model question: how many rows of logits were compared
+    search: str = ""        # the search question, where the tokens differed: SAME or DIFFERS
 
 
 class Side(NamedTuple):
@@ -52,97 +64,162 @@ class Side(NamedTuple):
     model: object
 
     def player(self, scenario: Scenario, **replay) -> Player:
-        """A Player for SCENARIO; REPLAY: capture_until or replace_logits (see Player)."""
+        """A Player for SCENARIO; REPLAY: capture_until, replace_logits or prompt_logits (see Player)."""
         return Player(self.module, self.model, scenario, feeds_pending_before_append(self.module), **replay)
+
+
+class Played(NamedTuple):
+    player: Player
+    events: list
+
+
+def played(side: Side, scenario: Scenario, **replay) -> Played:
+    player = side.player(scenario, prompt_logits=True, **replay)
+    return Played(player, player.play())
+
+
+class ModelQuestion:
+    """The model question on one scenario: the implementation's logits against the oracle's, on the same token
+    history, each row within its bound. The unrounded twin's logits, which the bound of an int8 model needs,
+    are played only when some row is beyond the float-rounding part alone."""
+
+    def __init__(self, oracle: Side, oracle_play: Played, scenario: Scenario, facts: ModelFacts):
+        self.oracle, self.oracle_play, self.scenario, self.facts = oracle, oracle_play, scenario, facts
+        self.worst, self.rows = 0.0, 0
+        self._twin: Played | None = None
+
+    def within(self, ours, theirs, where: tuple) -> str:
+        """Compare logits OURS with the oracle's THEIRS [..., vocab], found at WHERE (an event index, or
+        ("call", k)); "" when within the bound, else what differs."""
+        if np.shape(ours) != np.shape(theirs):
+            return f"logits of shape {np.shape(ours)}, the oracle's {np.shape(theirs)}"
+        errors = logit_errors(ours, theirs)                                                 # [...]
+        bound = self.facts.float_bound(theirs)                                              # [...]
+        if self.facts.rounds_activations_to_int8 and np.any(errors > bound):
+            bound = self.facts.logit_bound(theirs, self.unrounded(where))
+        self.rows += errors.size
+        self.worst = max(self.worst, float(np.max(errors / bound)) if errors.size else 0.0)
+        if np.all(errors <= bound):
+            return ""
+        row = np.unravel_index(np.argmax(errors / bound), errors.shape)
+        return (f"logits differ by up to {errors[row]:.3g} (row {row[0]}), beyond the model's bound "
+                f"{bound[row]:.3g}{self._bound_parts(theirs, row, where)}")
+
+    def _bound_parts(self, theirs, row, where) -> str:
+        if not self.facts.rounds_activations_to_int8:
+            return " (float rounding)"
+        rounding = logit_errors(theirs, self.unrounded(where))[row]
+        return f" (float rounding {self.facts.float_bound(theirs)[row]:.3g} + 2 x {rounding:.3g}, int8 rounding)"
+
+    def unrounded(self, where: tuple) -> np.ndarray:
+        """The unrounded twin's logits where the oracle's are at WHERE, on the oracle's token history."""
+        twin = self.twin_play()
+        if where[0] == "call":
+            return twin.player.captured[where[1]]
+        event, twins_event = self.oracle_play.events[where[1]], twin.events[where[1]]
+        if event[:2] != twins_event[:2]:
+            raise GentwinError(f"the oracle on the unrounded twin of {self.facts.folder.name} did not follow "
+                               f"its own logits: {twins_event[:2]} where the oracle has {event[:2]}")
+        return twins_event.value
+
+    def twin_play(self) -> Played:
+        if self._twin is None:
+            self._twin = played(Side(self.oracle.module, twin_model(self.oracle.module.Model, self.facts.folder)),
+                                self.scenario,
+                                capture_until=EVERY_CALL, replace_logits=self.oracle_play.player.captured)
+        return self._twin
+
+
+@functools.lru_cache(maxsize=None)
+def twin_model(model_class, folder):
+    """A MODEL_CLASS of FOLDER's unrounded twin, one per process: loading is the slow part."""
+    return model_class(str(unrounded_twin(folder)))
 
 
 def judge(impl: Side, oracle: Side, scenario: Scenario, facts: ModelFacts) -> Verdict:
     """Play SCENARIO on both sides and give the verdict."""
-    impl_events, oracle_events = impl.player(scenario).play(), oracle.player(scenario).play()
-    index = first_difference(impl_events, oracle_events, facts)
-    if index is None:
-        return Verdict(IDENTICAL)
-    ours = impl_events[index] if index < len(impl_events) else None
-    theirs = oracle_events[index] if index < len(oracle_events) else None
-    where = describe(scenario, ours, theirs, facts)
-    if ours is not None and theirs is not None and ours[:2] == theirs[:2] and ours.kind == "tokens":
-        stream = [event.value for event in impl_events[: index + 1] if event.kind == "tokens"]
-        return judge_token_difference(impl, oracle, scenario, facts, stream, theirs.value, where)
-    return Verdict(DIVERGED, where)
+    ours, theirs = played(impl, scenario), played(oracle, scenario, capture_until=EVERY_CALL)
+    model = ModelQuestion(oracle, theirs, scenario, facts)
+    for index, (mine, truth) in enumerate(zip_longest(ours.events, theirs.events)):
+        if mine is None or truth is None or mine[:2] != truth[:2]:
+            return _verdict(DIVERGED, describe(scenario, mine, truth), model, STREAM)
+        if mine.kind in LOGITS_KINDS:
+            difference = model.within(mine.value, truth.value, ("event", index))
+            if difference:
+                return _verdict(DIVERGED, f"the model: {where(scenario, truth)}: {difference}", model, MODEL)
+        elif mine.value != truth.value:
+            if mine.kind != "tokens":
+                return _verdict(DIVERGED, describe(scenario, mine, truth), model, STREAM)
+            call = sum(event.kind == "tokens" for event in ours.events[:index])
+            return judge_token_difference(impl, oracle, scenario, model, theirs, call, (mine.value, truth.value),
+                                          describe(scenario, mine, truth))
+    return _verdict(IDENTICAL, "", model)
 
 
-def first_difference(impl_events: list[Event], oracle_events: list[Event], facts: ModelFacts) -> int | None:
-    for index, (ours, theirs) in enumerate(zip_longest(impl_events, oracle_events)):
-        if not same_event(ours, theirs, facts):
-            return index
-    return None
+def _verdict(outcome: str, detail: str, model: ModelQuestion, diverged_in: str = "", search: str = "") -> Verdict:
+    return Verdict(outcome, detail, diverged_in, model.worst, model.rows, search)
 
 
-def same_event(ours: Event | None, theirs: Event | None, facts: ModelFacts) -> bool:
-    if ours is None or theirs is None or ours[:2] != theirs[:2]:
-        return False
-    if ours.kind == "logits":
-        return (ours.value.shape == theirs.value.shape
-                and logit_error(ours.value, theirs.value) <= facts.allowed_logit_error(theirs.value))
-    return ours.value == theirs.value
+def where(scenario: Scenario, event: Event) -> str:
+    return "after the prompt" if event.step < 0 else f"after step {event.step} {scenario.steps[event.step]!r}"
 
 
-def describe(scenario: Scenario, ours: Event | None, theirs: Event | None, facts: ModelFacts) -> str:
+def describe(scenario: Scenario, ours: Event | None, theirs: Event | None) -> str:
     """Where the first difference is, and what each side observed there."""
-    anchor = ours or theirs
-    step = "the prompt" if anchor.step < 0 else f"step {anchor.step} {scenario.steps[anchor.step]!r}"
-    if ours is not None and theirs is not None and ours[:2] == theirs[:2] and ours.kind == "logits":
-        shown = (f"logits differ by up to {logit_error(ours.value, theirs.value):.3g}, beyond the tolerance "
-                 f"{facts.allowed_logit_error(theirs.value):.3g}")
-    else:
-        shown = f"implementation {_shown(ours)}, oracle {_shown(theirs)}"
-    return f"after {step}: {shown}"
+    return f"{where(scenario, ours or theirs)}: implementation {_shown(ours)}, oracle {_shown(theirs)}"
 
 
 def _shown(event: Event | None) -> str:
-    return "observed nothing more" if event is None else f"{event.kind} {event.value!r}"
+    if event is None:
+        return "observed nothing more"
+    value = f"of shape {event.value.shape}" if event.kind in LOGITS_KINDS else repr(event.value)
+    return f"{event.kind} {value}"
 
 
-def judge_token_difference(impl: Side, oracle: Side, scenario: Scenario, facts: ModelFacts, stream: list,
-                           oracle_tokens: tuple, where: str) -> Verdict:
-    """The tokens of the last call of STREAM (the implementation's tokens, call by call) differ from the
-    oracle's ORACLE_TOKENS: a numerical tie, or a divergence?"""
-    call = len(stream) - 1
-    ours, theirs = impl.player(scenario, capture_until=call), oracle.player(scenario, capture_until=call)
-    replayed_stream = [event.value for event in ours.play() if event.kind == "tokens"]
-    theirs.play()
-    if replayed_stream != stream[:-1]:
-        return Verdict(DIVERGED, f"{where}; played again, the implementation chose other tokens before that call: "
-                                 "it is not deterministic (is random_seed honoured?)")
-    for step, (mine, truth) in enumerate(zip(ours.captured, theirs.captured)):
-        error, allowed = logit_error(mine, truth), facts.allowed_logit_error(truth)
-        if error > allowed:
-            return Verdict(DIVERGED, f"{where}; before generate call {step} the logits differ by up to {error:.3g}, "
-                                     f"beyond the tolerance {allowed:.3g}")
-    replayed = oracle.player(scenario, replace_logits=ours.captured).play()
-    chosen = [event.value for event in replayed if event.kind == "tokens"]
-    explained = chosen == stream
-    margin_note = oracle_margin(ours, theirs, facts, stream[-1], oracle_tokens)
-    if explained:
-        return Verdict(TIE, f"{where}; {margin_note}; fed the implementation's logits, the oracle chooses as it did")
-    return Verdict(DIVERGED, f"{where}; {margin_note}; fed the implementation's logits, the oracle still chooses "
-                             f"{chosen[-1] if chosen else 'nothing'}: the implementation does not choose from its "
-                             "logits as the oracle does")
+def judge_token_difference(impl: Side, oracle: Side, scenario: Scenario, model: ModelQuestion, theirs: Played,
+                           call: int, tokens: tuple, difference: str) -> Verdict:
+    """The tokens of generate call CALL differ (TOKENS: the implementation's and the oracle's): teacher-force the implementation with the oracle's logits and
+    ask the model question and the search question (see the module docstring)."""
+    forced = played(impl, scenario, capture_until=EVERY_CALL, replace_logits=theirs.player.captured)
+    for step, (mine, truth) in enumerate(zip(forced.player.captured, theirs.player.captured)):
+        beyond = model.within(mine, truth, ("call", step))
+        if beyond:
+            return _verdict(DIVERGED, f"{difference}; the model: fed the oracle's tokens, before generate call "
+                                      f"{step} the implementation's {beyond}", model, MODEL)
+    for index, (mine, truth) in enumerate(zip_longest(forced.events, theirs.events)):
+        if mine is not None and truth is not None and mine[:2] == truth[:2] and mine.kind in LOGITS_KINDS:
+            beyond = model.within(mine.value, truth.value, ("event", index))
+            if beyond:
+                return _verdict(DIVERGED, f"{difference}; the model: fed the oracle's tokens, "
+                                          f"{where(scenario, truth)} the implementation's {beyond}", model, MODEL)
+        elif mine != truth:
+            return _verdict(DIVERGED, f"{difference}; the search: fed the oracle's logits before every choice, "
+                                      f"{describe(scenario, mine, truth)}: the implementation does not choose from "
+                                      "the logits as the oracle does", model, SEARCH, DIFFERS)
+    margin_note = oracle_margin(oracle, scenario, model.facts, forced.player.captured, theirs, call, tokens)
+    return _verdict(TIE, f"{difference}; {margin_note}; the model: fed the oracle's tokens, the implementation's "
+                         f"logits stay within the bound (at most {model.worst:.2g} of it, {model.rows} rows); the "
+                         "search: fed the oracle's logits, the implementation makes every choice the oracle makes",
+                    model, search=SAME)
 
 
-def oracle_margin(ours: Player, theirs: Player, facts: ModelFacts, impl_tokens: tuple, oracle_tokens: tuple) -> str:
-    """How close the oracle was to the implementation's token at the first row that differs, and how much the
-    logits differ there. Both players are paused before the call, their logits captured."""
-    scenario = theirs.scenario
+def oracle_margin(oracle: Side, scenario: Scenario, facts: ModelFacts, forced_logits: list, theirs: Played,
+                  call: int, tokens: tuple) -> str:
+    """How close the oracle was to the implementation's token at the first row that differs at generate call
+    CALL (TOKENS: the implementation's and the oracle's there), and how much the logits differ there
+    (FORCED_LOGITS: the implementation's before each call, on the oracle's history)."""
+    impl_tokens, oracle_tokens = tokens
     row = next(r for r, (a, b) in enumerate(zip(impl_tokens, oracle_tokens)) if a != b)
-    error = logit_error(ours.captured[-1][row], theirs.captured[-1][row])
+    error = logit_error(forced_logits[call][row], theirs.player.captured[call][row])
     measured = f"row {row}: the logits differ by up to {error:.3g}"
     if scenario.num_beams > 1:
         return f"{measured} (beam search: scores summed over steps decide, no single-step margin)"
+    paused = oracle.player(scenario, capture_until=call)
+    paused.play()
     options = search_options(facts, scenario)
-    processed = processed_logits(theirs.captured[-1], theirs, options, facts)                     # [R, V]
-    finished = finished_rows(theirs, facts)                                                        # [R]
-    rng = getattr(getattr(theirs.generator, "search", None), "rng", None)
+    processed = processed_logits(paused.captured[-1], paused, options, facts)                   # [R, V]
+    finished = finished_rows(paused, facts)                                                      # [R]
+    rng = getattr(getattr(paused.generator, "search", None), "rng", None)
     if finished[row] or (sampling_method(options) != "greedy" and rng is None):
         return f"{measured} (no margin: the row had finished, or the oracle exposes no generator.search.rng)"
     words = draw_words(rng, processed[:row], options, finished[:row], facts.pad_token_id)

@@ -25,12 +25,17 @@ FIXTURES = sorted(p.name for p in FIXTURE_MODELS.glob("*") if (p / "genai_config
 def test_a_sound_implementation_passes_on_the_bundled_fixtures(impl, capsys):
     assert main(["check", "--impl", impl, "--examples", "3"]) == 0
     out = capsys.readouterr().out
-    table = out[out.index("identical/diverged/tie per model and family"):]
+    table, questions = out[out.index("identical/diverged/tie per model and family"):].split("the two questions", 1)
     header = next(line for line in table.splitlines() if line.strip().startswith("model"))
     assert header.split()[1:] == [family.name for family in FAMILIES]
     rows = {words[0]: words[1:] for words in map(str.split, table.splitlines()) if words[:1] in [[m] for m in FIXTURES]}
     assert sorted(rows) == FIXTURES
     assert all(re.fullmatch(r"\d+/0/\d+", cell) for cells in rows.values() for cell in cells), table
+    answers = {line.split()[0]: line for line in questions.splitlines() if line.split()[:1] in [[m] for m in FIXTURES]}
+    assert sorted(answers) == FIXTURES
+    for answer in answers.values():  # both questions answered on every model, and answered yes
+        assert re.search(r"\b[1-9]\d* rows, worst [0-9.e+-]+ of the bound, 0 beyond +\d+ replayed, "
+                         r"0 chose otherwise$", answer), answer
     assert "DIVERGED" not in out
     assert re.search(r"^gentwin check took \d+ s$", out, re.MULTILINE)  # what the README's timing refers to
 

@@ -3,12 +3,14 @@
 - The oracle's margin (margins.py) is half the gap to the other token for greedy search, and for sampling
   the distance of the draw from the cumulative-probability boundary in logit units: both checked against the
   closed forms on two-token distributions.
-- A verdict is a tie only when the logits differ within the tolerance AND the oracle, fed the implementation's
-  logits, chooses as the implementation did: checked with an implementation that is gentwin.reference with
-  one logit nudged, on scenarios whose boundaries are placed on purpose (the draws are computed from the
+- A verdict is a tie only when the model question (the implementation's logits on the oracle's token history,
+  within the model's bound) and the search question (fed the oracle's logits, the implementation chooses as
+  the oracle did) both hold: checked with an implementation whose model is gentwin.reference's with one logit
+  nudged (its search untouched), and one whose search picks another token, on scenarios whose boundaries are
+  placed in the model's logits on purpose (the draws are computed from the
   seed with numpy's legacy MT19937, which is std::mt19937: its 10000th output from seed 5489 is 4123659995,
   as the C++ standard requires).
-- On an int4 model (accuracy_level 4), a rounding flip's ~0.1 is a tie: made by a nudge of that size at a
+- On an int4 model (accuracy_level 4), a rounding flip's ~0.1 is within the bound, a tie: made by a nudge of that size at a
   sampled draw next to a boundary, in the logits a scenario reads, and in beam search two calls before the
   summed scores decide. The flips found on one CPU stay as regression cases against the peer, skipped where
   this CPU's int8 kernels do not flip them.
@@ -28,8 +30,8 @@ import gentwin.reference as ref
 from gentwin.conformance.check import TIE_FRACTION, Cell, passes
 from gentwin.conformance.margins import FixedDraw, margin
 from gentwin.conformance.model_facts import ModelFacts
-from gentwin.conformance.scenarios import Scenario, logits_before_each_choice
-from gentwin.conformance.verdict import DIVERGED, IDENTICAL, TIE, Side, judge
+from gentwin.conformance.scenarios import Scenario, logits_before_each_choice, steered_logits
+from gentwin.conformance.verdict import DIFFERS, DIVERGED, IDENTICAL, MODEL, SAME, SEARCH, TIE, Side, judge
 from gentwin.reference import sampling
 from tests.conftest import FIXTURE_MODELS, load
 
@@ -120,29 +122,43 @@ def test_the_sampling_margin_is_the_draws_distance_from_the_boundary(seed, tempe
 # Verdicts
 
 
-def nudged(nudge: dict, calls=None) -> types.ModuleType:
-    """gentwin.reference with NUDGE {token: amount} added to the logits it shows and chooses from, before its
-    generate_next_token calls numbered in CALLS (every call when None): a stand-in for a rounding that flips."""
+def steered_model(placements: dict, nudge: dict | None = None, calls=None) -> types.ModuleType:
+    """gentwin.reference whose model's logits before generate call k have each (token, offset) of PLACEMENTS[k]
+    put at the row's highest logit plus offset (as a scenario's set_logits step does), then NUDGE {token: amount}
+    added before the calls numbered in CALLS (every call when None): the oracle's model (no nudge), and a
+    stand-in for one whose rounding flips. Logits set by set_logits are chosen from as they are: the nudge is
+    in the model, not in the search."""
 
     class Generator(ref.Generator):
         calls_made = 0
+        logits_set = False
 
-        def nudged_logits(self) -> np.ndarray:
-            logits = super().get_logits()                                  # [rows, 1, vocab]
-            if calls is None or self.calls_made in calls:
+        def model_logits(self) -> np.ndarray:
+            logits = steered_logits(super().get_logits(), placements.get(self.calls_made, ()))  # [rows, 1, vocab]
+            if nudge and (calls is None or self.calls_made in calls):
                 for token, amount in nudge.items():
                     logits[..., token] += np.float32(amount)
             return logits
 
         def get_logits(self) -> np.ndarray:
-            return self.nudged_logits()
+            return super().get_logits() if self.logits_set else self.model_logits()
+
+        def set_logits(self, logits) -> None:
+            super().set_logits(logits)
+            self.logits_set = True
+
+        def append_tokens(self, tokens) -> None:
+            super().append_tokens(tokens)
+            self.logits_set = False
 
         def generate_next_token(self) -> None:
-            self.set_logits(self.nudged_logits())
+            if not self.logits_set:
+                super().set_logits(self.model_logits())
             super().generate_next_token()
             self.calls_made += 1
+            self.logits_set = False
 
-    module = types.ModuleType(f"nudged_reference_{len(nudge)}")
+    module = types.ModuleType(f"steered_reference_{len(placements)}_{len(nudge or ())}")
     module.Model, module.GeneratorParams, module.Generator = ref.Model, ref.GeneratorParams, Generator
     return module
 
@@ -151,29 +167,39 @@ def shown_margin(result) -> float:
     return float(result.detail.split(f"the oracle's margin for token {B} is ")[1].split(";")[0])
 
 
-def race(options: dict, gap: float) -> Scenario:
-    """A and B put far above every other token, B ahead of A by GAP, then one choice."""
-    return Scenario("race", ((5, 17, 42),), (("set_logits", ((A, 10.0), (B, 10.0 + gap))), ("generate", 1)),
-                    {"max_length": 8, **options})
+RACE_PROMPT = ((5, 17, 42),)
 
 
-def verdict(nudge: dict, scenario: Scenario, calls=None, folder=FOLDER):
-    """The verdict on SCENARIO for gentwin.reference nudged by NUDGE before CALLS, against gentwin.reference."""
+def race(gap: float) -> dict:
+    """Placements: A and B far above every other token before the first call, B ahead of A by GAP."""
+    return {0: ((A, 10.0), (B, 10.0 + gap))}
+
+
+def one_choice(options: dict) -> Scenario:
+    return Scenario("race", RACE_PROMPT, (("generate", 1),), {"max_length": 8, **options})
+
+
+def verdict(nudge: dict, scenario: Scenario, calls=None, folder=FOLDER, placements=None):
+    """The verdict on SCENARIO for the model with PLACEMENTS nudged by NUDGE before CALLS, against the same
+    model without the nudge, both on gentwin.reference."""
+    placements = placements or {}
     oracle_model = load("gentwin.reference", str(folder))
-    return judge(Side(nudged(nudge, calls), oracle_model), Side(ref, oracle_model), scenario, ModelFacts.read(folder))
+    return judge(Side(steered_model(placements, nudge, calls), oracle_model), Side(steered_model(placements),
+                 oracle_model), scenario, ModelFacts.read(folder))
 
 
 def test_an_exact_greedy_tie_broken_by_a_nudge_within_the_tolerance_is_a_tie():
     """A and B tie exactly: the oracle takes the lower id, A; B nudged up by 1e-4 (the tolerance is ~3e-4
     with logits near 30) wins in the implementation."""
-    result = verdict({B: 1e-4}, race({}, gap=0.0))
-    assert result.outcome == TIE, result.detail
+    result = verdict({B: 1e-4}, one_choice({}), placements=race(0.0))
+    assert (result.outcome, result.search) == (TIE, SAME), result.detail
     assert shown_margin(result) < 2e-6  # 0 up to a float32 step near 28 (1.9e-6)
 
 
 def test_a_nudge_beyond_the_tolerance_is_a_divergence():
-    result = verdict({B: 1e-2}, race({}, gap=0.0))
-    assert result.outcome == DIVERGED and "beyond the tolerance" in result.detail, result.detail
+    result = verdict({B: 1e-2}, one_choice({}), placements=race(0.0))
+    assert (result.outcome, result.diverged_in) == (DIVERGED, MODEL), result.detail
+    assert "the model: fed the oracle's tokens" in result.detail and "beyond the model's bound" in result.detail
 
 
 def test_a_draw_next_to_a_boundary_flipped_by_a_nudge_within_the_tolerance_is_a_tie():
@@ -183,7 +209,7 @@ def test_a_draw_next_to_a_boundary_flipped_by_a_nudge_within_the_tolerance_is_a_
     u = canonical(mt19937_words(0, 2))
     assert u > 0.5  # so the gap is positive: B is sorted first
     options = {"do_sample": True, "top_k": 2, "random_seed": 0}
-    result = verdict({B: 1e-4}, race(options, gap=logit(u) - 2e-5))
+    result = verdict({B: 1e-4}, one_choice(options), placements=race(logit(u) - 2e-5))
     assert result.outcome == TIE, result.detail
     assert shown_margin(result) == pytest.approx(1e-5, abs=3e-6)  # half the 2e-5, up to float32 rounding near 28
 
@@ -191,14 +217,15 @@ def test_a_draw_next_to_a_boundary_flipped_by_a_nudge_within_the_tolerance_is_a_
 def test_the_same_nudge_far_from_any_boundary_changes_nothing():
     u = canonical(mt19937_words(0, 2))
     options = {"do_sample": True, "top_k": 2, "random_seed": 0}
-    assert verdict({B: 1e-4}, race(options, gap=logit(u) - 0.5)).outcome == IDENTICAL
+    assert verdict({B: 1e-4}, one_choice(options), placements=race(logit(u) - 0.5)).outcome == IDENTICAL
 
 
-def test_a_different_token_from_the_same_logits_is_a_divergence():
-    """The implementation sees the oracle's logits but picks B where the oracle picks A by a margin of 0.25:
-    fed its logits, the oracle still picks A."""
+def test_a_different_token_from_the_same_logits_is_a_divergence_of_the_search():
+    """The implementation's model is the oracle's, but its search picks B where the oracle picks A by a margin
+    of 0.25: fed the oracle's logits, it still picks B."""
+    placements = race(-0.5)
 
-    class PicksB(ref.Generator):
+    class PicksB(steered_model(placements).Generator):
         def generate_next_token(self) -> None:
             logits = self.get_logits()
             logits[..., B] = logits[..., A] + np.float32(1.0)
@@ -208,9 +235,11 @@ def test_a_different_token_from_the_same_logits_is_a_divergence():
     module = types.ModuleType("picks_b")
     module.Model, module.GeneratorParams, module.Generator = ref.Model, ref.GeneratorParams, PicksB
     oracle_model = load("gentwin.reference", str(FOLDER))
-    result = judge(Side(module, oracle_model), Side(ref, oracle_model), race({}, gap=-0.5), ModelFacts.read(FOLDER))
-    assert result.outcome == DIVERGED and "the oracle still chooses" in result.detail, result.detail
-    assert shown_margin(result) == pytest.approx(0.25, abs=1e-5)
+    result = judge(Side(module, oracle_model), Side(steered_model(placements), oracle_model), one_choice({}),
+                   ModelFacts.read(FOLDER))
+    assert (result.outcome, result.diverged_in, result.search) == (DIVERGED, SEARCH, DIFFERS), result.detail
+    assert "the search: fed the oracle's logits before every choice" in result.detail
+    assert f"implementation tokens ({B},), oracle tokens ({A},): the implementation does not choose" in result.detail
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -232,13 +261,13 @@ def test_a_flip_at_a_sampled_draw_near_a_boundary(folder, outcome):
     a tie on the int4 model, beyond the tolerance of its fp32 twin (the same weights unquantized)."""
     u = canonical(mt19937_words(0, 2))
     options = {"do_sample": True, "top_k": 2, "random_seed": 0}
-    result = verdict({B: FLIP}, race(options, gap=logit(u) - 0.02), folder=folder)
+    result = verdict({B: FLIP}, one_choice(options), placements=race(logit(u) - 0.02), folder=folder)
     assert result.outcome == outcome, result.detail
     if outcome == TIE:
         assert shown_margin(result) == pytest.approx(0.01, abs=1e-4)
         assert logit_difference_shown(result) == pytest.approx(FLIP, abs=1e-4)
     else:
-        assert "beyond the tolerance" in result.detail
+        assert result.diverged_in == MODEL and "beyond the model's bound" in result.detail
 
 
 LOGITS_CHOICES = 19
@@ -275,16 +304,16 @@ def test_a_flip_in_the_logits_a_scenario_reads(lead, outcome):
         assert logit_difference_shown(result) == pytest.approx(flip, rel=2e-3)  # shown to 3 digits
 
 
-def beam_race(later_gap: float) -> Scenario:
-    """num_beams 2. Call 0: A, and B 1.0 behind it, far above every other token: the beams are [A] and [B],
+BEAM_SCENARIO = Scenario("beam", RACE_PROMPT, (("generate", 1),) * 3,
+                         {"num_beams": 2, "num_return_sequences": 2, "max_length": 10})
+
+
+def beam_race(later_gap: float) -> dict:
+    """Placements for num_beams 2. Call 0: A, and B 1.0 behind it, far above every other token: the beams are [A] and [B],
     their scores 1.0 apart. Call 1: C far ahead in both. Call 2: A, and B LATER_GAP behind it, in both beams:
     the second beam is [A, C, B] (score gap LATER_GAP) or [B, C, A] (score gap 1.0) - the summed scores decide."""
     far = 25.0
-    return Scenario("beam", ((5, 17, 42),),
-                    (("set_logits", ((A, far), (B, far - 1.0))), ("generate", 1),
-                     ("set_logits", ((C, far),)), ("generate", 1),
-                     ("set_logits", ((A, far), (B, far - later_gap))), ("generate", 1)),
-                    {"num_beams": 2, "num_return_sequences": 2, "max_length": 10})
+    return {0: ((A, far), (B, far - 1.0)), 1: ((C, far),), 2: ((A, far), (B, far - later_gap))}
 
 
 @pytest.mark.parametrize("later_gap, outcome", [(1.0 - FLIP / 2, TIE), (1.0 - 2 * FLIP, IDENTICAL)],
@@ -293,10 +322,10 @@ def test_a_beam_tie_carried_by_the_summed_scores_two_calls_after_a_flip(later_ga
     """B flipped up by 0.1 at call 0 changes no token there, but brings beam [B] 0.9 behind beam [A]. At call
     2, with B 0.95 behind A, the oracle's second beam extends [A] with B, the implementation's extends [B] with
     A. With B 0.8 behind, both extend [A]."""
-    result = verdict({B: FLIP}, beam_race(later_gap), calls={0}, folder=INT4)
+    result = verdict({B: FLIP}, BEAM_SCENARIO, calls={0}, folder=INT4, placements=beam_race(later_gap))
     assert result.outcome == outcome, result.detail
     if outcome == TIE:
-        assert f"after step 5 ('generate', 1): implementation tokens ({A}, {A}), oracle tokens ({A}, {B})" \
+        assert f"after step 2 ('generate', 1): implementation tokens ({A}, {A}), oracle tokens ({A}, {B})" \
                in result.detail
         assert "beam search: scores summed over steps decide" in result.detail
 
