@@ -110,6 +110,11 @@ def load_graph(config, provider_config) -> Graph:
     chunks = position_inputs.takes_chunks_over_past(proto.graph)
     providers = execution_providers(provider_config)
     options = session_options(config.decoder.session_options)
+    if not chunks:
+        # The builder's half-precision CPU graphs (MultiHeadAttention, its mask subgraph, repeat_kv) declare
+        # shapes that onnxruntime's buffer planner trusts, then fails a decode step on ("Shape mismatch
+        # attempting to re-use buffer", the peer's failure on them); without reuse they run, to the same bits.
+        options.enable_mem_reuse = False
     try:
         session = ort.InferenceSession(config.model_path, options, providers=[name for name, _ in providers],
                                        provider_options=[opts for _, opts in providers])
