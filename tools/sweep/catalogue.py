@@ -33,14 +33,15 @@ class Family:
     config: dict = field(default_factory=dict)  # over TINY
     architecture: str = ""                # the transformers class, where not the config's CausalLM default
     mxfp4_experts: bool = False           # the checkpoint also ships its experts in MXFP4, as gpt-oss's do
-    vision: dict | None = None            # a multimodal checkpoint's vision_config (CONFIG is its text_config)
+    vision: dict | None = None            # a multimodal checkpoint's vision_config, CONFIG its text_config
+                                          # ({}: a multimodal architecture without its vision tower)
 
     def hf_config(self) -> dict:
         text = {**TINY, **self.config}
         if self.vision is None:
             return text
         special = {key: text[key] for key in ("bos_token_id", "eos_token_id", "pad_token_id")}
-        return {"text_config": text, "vision_config": self.vision, "tie_word_embeddings":
+        return {"text_config": text, "vision_config": self.vision or None, "tie_word_embeddings":
                 text.get("tie_word_embeddings", False), **special}
 
 
@@ -112,6 +113,10 @@ FAMILIES = [
     Family("lfm2-vl", "lfm2_vl", {"layer_types": ["conv", "full_attention"], "conv_L_cache": 3,
                                   "block_ff_dim": 128, "tie_word_embeddings": True},
            "Lfm2VlForConditionalGeneration", vision=TINY_VIT),
+    Family("gemma4", "gemma4", {"layer_types": ["sliding_attention", "full_attention"], "sliding_window": WINDOW,
+                                "global_head_dim": 32, "hidden_size_per_layer_input": 16,
+                                "vocab_size_per_layer_input": VOCAB_SIZE, "tie_word_embeddings": True},
+           "Gemma4ForConditionalGeneration", vision={}),
     Family("granite-hybrid", "granitemoehybrid", {"layer_types": ["attention", "attention"],
                                                   "num_local_experts": 0, "shared_intermediate_size": 128,
                                                   "tie_word_embeddings": True}),

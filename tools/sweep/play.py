@@ -146,9 +146,10 @@ class FolderResult:
         """(the worst outcome over the scenarios, the first scenario's detail with that outcome)."""
         if self.report is None:
             return "-", self.problem
-        side = self.report[engine]
+        side, peer_refusal = self.report[engine], self.report["peer"]["refused"]
         if side["refused"]:
-            return REFUSED, side["refused"]
+            alike = peer_refusal and refuses_alike(side["refused"], peer_refusal)
+            return AS_PEER if alike else REFUSED, side["refused"]
         verdicts = side["verdicts"]
         if not verdicts:
             return "-", "nothing to judge against"
