@@ -58,6 +58,19 @@ def check_listen_address(host: str, port: int) -> None:
         raise GentwinError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
 
 
+def progress_bar(items, **options):
+    from tqdm import tqdm
+
+    return tqdm(items, leave=False, **options)
+
+
+def model_or_default(model_dir: Path | None) -> Path:
+    """MODEL_DIR, or when none is named the default model, imported into the cache on first use."""
+    from gentwin.gguf_import import default_model
+
+    return model_dir or default_model(progress=progress_bar)
+
+
 def version() -> str:
     try:
         return f"gentwin {importlib.metadata.version('gentwin')}"
@@ -92,13 +105,21 @@ def run(argv=None) -> int:
                             "(default 25, about a minute of CPU time on the bundled fixtures)")
     check.add_argument("--seed", type=int, default=0, help="seed of the generated scenarios (same seed, same run)")
 
-    commands.add_parser("demo", help="gentwin check on a bundled fixture, then a short chat")
+    commands.add_parser("demo", help="gentwin check on SmolLM2-135M-Instruct, then a short chat with it")
+
+    import_gguf = commands.add_parser("import-gguf",
+                                      help="a GGUF checkpoint (llama, mistral, qwen2) as a model folder, without torch")
+    import_gguf.add_argument("gguf_file", help="the .gguf file")
+    import_gguf.add_argument("out_dir", help="the model folder to write")
+    import_gguf.add_argument("--precision", choices=("fp32", "int4"), default="fp32",
+                             help="fp32 (dequantized weights) or int4 (MatMulNBits, as the official builder's -p int4)")
 
     serve = commands.add_parser("serve", help="Cohere's chat and generate HTTP API on a model folder")
     chat = commands.add_parser("chat", help="chat with a model in the terminal (/undo, /reset, /quit)")
     for command in (serve, chat):
-        command.add_argument("model_dir", type=model_folder,
-                             help="model folder (genai_config.json, model.onnx, tokenizer)")
+        command.add_argument("model_dir", type=model_folder, nargs="?",
+                             help="model folder (genai_config.json, model.onnx, tokenizer); "
+                                  "default: SmolLM2-135M-Instruct, imported once into a cache")
         command.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE,
                              help=f"gentwin engine (default: {DEFAULT_ENGINE})")
         command.add_argument("--presets", help="presets file (default: $XDG_CONFIG_HOME/gentwin/presets.json)")
@@ -120,6 +141,11 @@ def run(argv=None) -> int:
 
         examples = DEFAULT_EXAMPLES if args.examples is None else args.examples
         return 0 if run_check(args.impl, args.oracle, args.model or bundled_models(), examples, args.seed) else 1
+    if args.command == "import-gguf":
+        from gentwin.gguf_import import import_gguf as convert
+
+        print(convert(args.gguf_file, args.out_dir, args.precision, progress=progress_bar))
+        return 0
     if args.command == "demo":
         from gentwin.demo import main as demo
 
@@ -128,10 +154,12 @@ def run(argv=None) -> int:
         from gentwin.serve import serve as run_server
 
         check_listen_address(args.host, args.port)
-        run_server(args.model_dir, args.engine, args.host, args.port, args.presets, args.max_body_bytes)
+        run_server(model_or_default(args.model_dir), args.engine, args.host, args.port, args.presets,
+                   args.max_body_bytes)
         return 0
     from gentwin.chat_cli import run as run_chat  # "chat", the last of the required subcommands
 
+    args.model_dir = model_or_default(args.model_dir)
     return run_chat(args)
 
 
