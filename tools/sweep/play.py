@@ -97,13 +97,20 @@ def judge_scenario(scenario, sides: dict, refusals: dict, facts, report: dict) -
                                if failures[engine] else (ALONE, f"neither the peer nor {other} plays it through"))
             verdicts[scenario.name] = {"outcome": outcome, "detail": detail[:600]}
         else:
-            oracle = "peer" if not failures["peer"] else other
+            against = "peer" if not failures["peer"] else other
+            impl, oracle = oriented(engine, against)
             try:
-                verdict = judge(sides[engine], sides[oracle], scenario, facts)
-                outcome, detail = verdict.outcome, verdict.detail
+                verdict = judge(sides[impl], sides[oracle], scenario, facts)
+                outcome, detail = verdict.outcome, f"{impl} against the oracle {oracle}: {verdict.detail}"
             except Exception as error:  # a Generator made for a replay raised: either side
-                outcome, detail = DIVERGED, f"the verdict (against {oracle}) raised {first_line(error)}"
-            verdicts[scenario.name] = {"outcome": outcome, "detail": detail[:600], "oracle": oracle}
+                outcome, detail = DIVERGED, f"the verdict on {impl} against the oracle {oracle} raised {first_line(error)}"
+            verdicts[scenario.name] = {"outcome": outcome, "detail": detail[:600], "against": against}
+
+
+def oriented(engine: str, against: str) -> tuple[str, str]:
+    """(implementation, oracle) for judging ENGINE against AGAINST: gentwin.reference is the oracle wherever it
+    plays, as in `gentwin check` (whose documented way to compare the peer with it is --impl onnxruntime_genai)."""
+    return (against, engine) if engine == "reference" else (engine, against)
 
 
 def refuses_alike(ours: str, peers: str) -> bool:
