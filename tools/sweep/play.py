@@ -36,13 +36,19 @@ WORST_FIRST = (REFUSED, DIVERGED, TIE, AS_PEER, ALONE, IDENTICAL)
 FOLDER_SECONDS = 420
 
 
+LONG = 48  # past a windowed cache's slots (window 8 + the peer's slack of 16 on the CPU): it evicts
+
+
 def scenarios(facts) -> list:
     """The fixed set every folder plays: greedy, a right-padded batch, a chat with a second append (from
-    conformance's greedy battery), seeded sampling, beam search, and logits read before every choice."""
+    conformance's greedy battery), seeded sampling, beam search, logits read before every choice, and a
+    chat long enough for a windowed cache to evict before and after its append."""
     greedy = {s.name: s for s in greedy_battery(facts.vocab_size, facts.pad_token_id)}
     prompt = greedy["batch1"].prompt
+    turn = greedy["chat-3-turns"].steps[1]
     return [
         greedy["batch1"], greedy["batch2-padded"], greedy["chat-3-turns"],
+        Scenario("chat-long", prompt, (("generate", 24), turn, ("finish",)), {"max_length": LONG}),
         Scenario("sampling", prompt, (("generate", 12),),
                  {"do_sample": True, "top_k": 20, "top_p": 0.9, "temperature": 0.8, "random_seed": 7,
                   "max_length": 24}),
