@@ -213,33 +213,38 @@ def layout_for(checkpoint: Checkpoint, precision: str, eos_token_id: int, tied: 
                   int4=int4, eos_token_ids=(eos_token_id,), tied_embeddings=tied and int4 is not None)
 
 
+# The initializers of a MatMulNBits weight: suffix on the float weight's name, and the part of quantize_4bit's result
+QUANTIZED_PARTS = {"_Q4": "packed", "_scales": "scales"}
+
+
 def _fill_initializers(graph, layout, weights: dict[str, np.ndarray], progress) -> None:
-    """Replace each zero initializer the builder wrote by the checkpoint's tensor of that name (quantized as
-    the builder quantizes it, for MatMulNBits: "<weight>_Q4", "<weight>_scales")."""
+    """Replace each zero initializer the builder wrote by the checkpoint's tensor of that name, or for a
+    MatMulNBits weight by that part of the tensor quantized as the builder quantizes it."""
     from gentwin.fixtures.quantize import quantize_4bit
 
     computed = {"cos_cache", "sin_cache"}  # rotary tables: the builder computes them from the layout
-    filled, used = [], set()
+    quantized, filled, used = {}, [], set()
     for tensor in progress(graph.initializers, desc="writing weights", unit="tensor"):
         name = tensor.name
         if name in computed:
             filled.append(tensor)
             continue
-        if name in weights:
-            value, source = weights[name], name
-        elif name.endswith("_Q4") and name[:-3] in weights:
-            source = name[:-3]
-            quantized = quantize_4bit(weights[source], layout.int4.block_size, layout.int4.symmetric)
-            value = quantized.packed
-            scales = quantized.scales
-        elif name.endswith("_scales") and name[: -len("_scales")] in weights:
-            value, source = scales, name[: -len("_scales")]  # the _Q4 initializer comes first
-        else:
+        source, part = name, None
+        for suffix, quantized_part in QUANTIZED_PARTS.items():
+            if name not in weights and name.endswith(suffix) and name[: -len(suffix)] in weights:
+                source, part = name[: -len(suffix)], quantized_part
+        if source not in weights:
             raise GGUFImportError(f"the builder wrote an initializer the checkpoint has no tensor for: {name}")
+        if part is None:
+            value = weights[source]
+        else:
+            if source not in quantized:
+                quantized[source] = quantize_4bit(weights[source], layout.int4.block_size, layout.int4.symmetric)
+            value = getattr(quantized[source], part)
         if tuple(tensor.dims) != value.shape:
             raise GGUFImportError(f"{name}: the builder expects shape {tuple(tensor.dims)}, the checkpoint has "
                                   f"{value.shape}")
-        filled.append(numpy_helper.from_array(np.ascontiguousarray(value, dtype=value.dtype), name))
+        filled.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
         used.add(source)
     missing = sorted(set(weights) - used)
     if missing:
