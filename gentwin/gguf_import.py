@@ -380,6 +380,9 @@ def import_gguf(gguf_path: str, out_dir: str, precision: str = "fp32", progress=
     """Write the model folder OUT_DIR from GGUF_PATH; return it. PROGRESS wraps iterables as tqdm does."""
     if precision not in PRECISIONS:
         raise GGUFImportError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise GGUFImportError(f"{out_dir} exists and is not a folder")
     progress = progress or _no_progress
     reader = open_gguf(str(gguf_path))
     checkpoint = read_checkpoint(reader)
@@ -387,7 +390,6 @@ def import_gguf(gguf_path: str, out_dir: str, precision: str = "fp32", progress=
     tied = not any(tensor.name == "output.weight" for tensor in reader.tensors)
     layout = layout_for(checkpoint, precision, _special_ids(reader)["eos"], tied)
     weights = builder_weights(reader, checkpoint, progress)
-    folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / STAMP).unlink(missing_ok=True)
     write_graph(str(folder), layout, checkpoint, weights, tied, progress)

@@ -216,6 +216,119 @@ def test_a_finished_import_is_reused_and_chat_and_serve_default_to_it(smollm2_fp
     assert str(model_or_default(None)) == smollm2_fp32
 
 
+# The weight mapping, on small checkpoints written here: Hugging Face-layout weights, put into GGUF as llama.cpp's
+# converter puts them (Q and K rows permuted for llama and mistral, not for qwen2), come back out of the import
+# as the official builder lays them out.
+
+TINY = {"hidden": 64, "heads": 4, "kv_heads": 2, "head_size": 16, "intermediate": 96, "layers": 2}
+RMS_EPSILON = 1e-5
+
+
+def llama_cpp_permutation(weight: np.ndarray, heads: int) -> np.ndarray:
+    """convert_hf_to_gguf.py's LlamaModel.permute: each head's rows [first half, second half] interleaved."""
+    return weight.reshape(heads, 2, weight.shape[0] // heads // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(
+        weight.shape)
+
+
+def write_checkpoint(path, architecture: str, tied: bool) -> dict[str, np.ndarray]:
+    """A random checkpoint of TINY dimensions as a GGUF file with the fixtures' tokenizer; returns its weights
+    by Hugging Face name ([out, in] for Linear layers)."""
+    import gguf
+
+    from gentwin.fixtures.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, train_tokenizer
+
+    rng = np.random.default_rng(len(architecture) + tied)
+    hidden, heads, kv_heads, head_size = TINY["hidden"], TINY["heads"], TINY["kv_heads"], TINY["head_size"]
+    tokenizer = json.loads(train_tokenizer().to_str())
+    vocab = sorted(tokenizer["model"]["vocab"], key=tokenizer["model"]["vocab"].get)
+    hf = {"model.embed_tokens.weight": rng.standard_normal((len(vocab), hidden), dtype=np.float32),
+          "model.norm.weight": rng.standard_normal(hidden, dtype=np.float32)}
+    if not tied:
+        hf["lm_head.weight"] = rng.standard_normal((len(vocab), hidden), dtype=np.float32)
+    writer = gguf.GGUFWriter(str(path), architecture)
+    for key, value in (("block_count", TINY["layers"]), ("context_length", 128), ("embedding_length", hidden),
+                       ("feed_forward_length", TINY["intermediate"]), ("head_count", heads),
+                       ("head_count_kv", kv_heads)):
+        getattr(writer, f"add_{key}")(value)
+    writer.add_rope_freq_base(50000.0)
+    writer.add_layer_norm_rms_eps(RMS_EPSILON)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(vocab)
+    writer.add_token_types([3 if token in SPECIAL_TOKENS else 1 for token in vocab])
+    writer.add_token_merges([" ".join(merge) for merge in tokenizer["model"]["merges"]])
+    writer.add_bos_token_id(0)
+    writer.add_eos_token_id(1)
+    writer.add_chat_template(CHAT_TEMPLATE)
+    shapes = {"self_attn.q_proj": (heads * head_size, hidden), "self_attn.k_proj": (kv_heads * head_size, hidden),
+              "self_attn.v_proj": (kv_heads * head_size, hidden), "self_attn.o_proj": (hidden, heads * head_size),
+              "mlp.gate_proj": (TINY["intermediate"], hidden), "mlp.up_proj": (TINY["intermediate"], hidden),
+              "mlp.down_proj": (hidden, TINY["intermediate"])}
+    gguf_names = {"self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+                  "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+                  "mlp.down_proj": "ffn_down"}
+    writer.add_tensor("token_embd.weight", hf["model.embed_tokens.weight"])
+    for layer in range(TINY["layers"]):
+        prefix = f"model.layers.{layer}"
+        for module, shape in shapes.items():
+            weight = hf[f"{prefix}.{module}.weight"] = rng.standard_normal(shape, dtype=np.float32)
+            if architecture != "qwen2" and module in ("self_attn.q_proj", "self_attn.k_proj"):
+                weight = llama_cpp_permutation(weight, heads if module == "self_attn.q_proj" else kv_heads)
+            writer.add_tensor(f"blk.{layer}.{gguf_names[module]}.weight", weight)
+            if architecture == "qwen2" and module in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                bias = hf[f"{prefix}.{module}.bias"] = rng.standard_normal(shape[0], dtype=np.float32)
+                writer.add_tensor(f"blk.{layer}.{gguf_names[module]}.bias", bias)
+        for norm, name in (("input_layernorm", "attn_norm"), ("post_attention_layernorm", "ffn_norm")):
+            hf[f"{prefix}.{norm}.weight"] = rng.standard_normal(hidden, dtype=np.float32)
+            writer.add_tensor(f"blk.{layer}.{name}.weight", hf[f"{prefix}.{norm}.weight"])
+    writer.add_tensor("output_norm.weight", hf["model.norm.weight"])
+    if not tied:
+        writer.add_tensor("output.weight", hf["lm_head.weight"])
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return hf
+
+
+@pytest.mark.parametrize("architecture, tied", [("llama", True), ("mistral", False), ("qwen2", False)])
+def test_checkpoint_weights_land_where_the_builder_puts_them(tmp_path, architecture, tied):
+    import onnx
+    from onnx import numpy_helper
+
+    hf = write_checkpoint(tmp_path / "tiny.gguf", architecture, tied)
+    folder = import_gguf(str(tmp_path / "tiny.gguf"), str(tmp_path / "model"))
+    model = onnx.load(str(folder / "model.onnx"))
+    weights = {tensor.name: numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+    for layer in range(TINY["layers"]):
+        prefix = f"model.layers.{layer}"  # the builder's initializers keep Hugging Face's layer prefix
+        projections = [hf[f"{prefix}.self_attn.{p}_proj.weight"] for p in "qkv"]
+        assert np.array_equal(weights[f"{prefix}.attn.qkv_proj.MatMul.weight"], np.concatenate(projections).T)
+        if architecture == "qwen2":
+            biases = [hf[f"{prefix}.self_attn.{p}_proj.bias"] for p in "qkv"]
+            assert np.array_equal(weights[f"{prefix}.attn.qkv_proj.Add.bias"], np.concatenate(biases))
+        for module, name in (("self_attn.o_proj", "attn.o_proj"), ("mlp.gate_proj", "mlp.gate_proj"),
+                             ("mlp.up_proj", "mlp.up_proj"), ("mlp.down_proj", "mlp.down_proj")):
+            assert np.array_equal(weights[f"{prefix}.{name}.MatMul.weight"], hf[f"{prefix}.{module}.weight"].T)
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            assert np.array_equal(weights[f"{prefix}.{norm}.weight"], hf[f"{prefix}.{norm}.weight"])
+    final_norm = weights[f"model.layers.{TINY['layers']}.final_norm_layernorm.weight"]
+    assert np.array_equal(final_norm, hf["model.norm.weight"])
+    head = hf["model.embed_tokens.weight"] if tied else hf["lm_head.weight"]
+    assert np.array_equal(weights["lm_head.MatMul.weight"], head.T)
+    # A tied model reads its embeddings from the LM head, as the builder writes it; an untied one has its own.
+    assert ("model.embed_tokens.weight" in weights) is not tied
+    if not tied:
+        assert np.array_equal(weights["model.embed_tokens.weight"], hf["model.embed_tokens.weight"])
+    epsilons = {attribute.f for node in model.graph.node if "LayerNormalization" in node.op_type
+                for attribute in node.attribute if attribute.name == "epsilon"}
+    assert epsilons == {np.float32(RMS_EPSILON)}
+    config = json.loads((folder / "genai_config.json").read_text())["model"]
+    assert (config["type"], config["bos_token_id"], config["eos_token_id"]) == (architecture, 0, 1)
+    prompt = [0, 40, 99, 230, 500, 7]
+    scenario = Scenario("greedy", (prompt,), (("finish",),), {"max_length": 12})
+    assert_plays_as_the_peer(ENGINES[ENGINE_IDS.index("fast")], str(folder), scenario)
+
+
 # Bad input: a clear error, and nothing written
 
 
@@ -253,6 +366,9 @@ def test_bad_files_and_precisions_are_refused(tmp_path):
     with pytest.raises(GGUFImportError, match="precision must be one of"):
         import_gguf(str(not_gguf), str(tmp_path / "out"), "int8")
     assert not (tmp_path / "out").exists()
+    with pytest.raises(GGUFImportError, match="exists and is not a folder"):
+        import_gguf(str(not_gguf), str(not_gguf))
+    assert not_gguf.read_bytes() == b"not a gguf file at all"
 
 
 def test_the_command_tells_a_bad_file_in_one_line(tmp_path):
