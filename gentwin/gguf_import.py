@@ -103,11 +103,15 @@ def read_checkpoint(reader) -> Checkpoint:
 
     hidden_size, num_heads = int(field("embedding_length")), int(field("attention.head_count"))
     head_size = int(field("attention.key_length", hidden_size // num_heads))
+    if int(field("attention.value_length", head_size)) != head_size:
+        raise GGUFImportError("value heads of another size than the key heads are not supported")
     if int(field("rope.dimension_count", head_size)) != head_size:
         raise GGUFImportError("partial rotary embeddings (rope.dimension_count below the head size) are not supported")
     scaling = field("rope.scaling.type", "none")
     if scaling != "none":
         raise GGUFImportError(f"rope scaling {scaling!r} is not supported")
+    if any(tensor.name == "rope_freqs.weight" for tensor in reader.tensors):  # Llama 3.1's frequency factors
+        raise GGUFImportError("rope frequency factors (the tensor rope_freqs.weight) are not supported")
     return Checkpoint(
         architecture=architecture,
         num_layers=int(field("block_count")),
@@ -176,7 +180,7 @@ def builder_weights(reader, checkpoint: Checkpoint, progress) -> dict[str, np.nd
         if layer + 1 < checkpoint.num_layers:
             weights[f"model.layers.{layer + 1}.input_layernorm.weight"] = take(f"blk.{layer + 1}.attn_norm.weight")
     weights[f"model.layers.{checkpoint.num_layers}.final_norm_layernorm.weight"] = take("output_norm.weight")
-    unused = sorted(set(tensors) - used - {"rope_freqs.weight"})
+    unused = sorted(set(tensors) - used)
     if unused:
         raise GGUFImportError(f"the GGUF file has tensors this import does not know: {unused[:5]}")
     return weights
@@ -461,13 +465,18 @@ def cached_import(gguf_path, precision: str = "fp32", progress=None, name: str |
     folder = cache_dir() / f"{name or gguf_path.stem}-{precision}"
     if is_current_import(folder, gguf_path, precision):
         return folder
+    import shutil
+
     staging = folder.with_name(f"{folder.name}.importing-{os.getpid()}")
     import_gguf(str(gguf_path), str(staging), precision, progress)
     if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    os.replace(staging, folder)
+        shutil.rmtree(folder, ignore_errors=True)
+    try:
+        os.replace(staging, folder)
+    except OSError:
+        if not is_current_import(folder, gguf_path, precision):  # else another process's import got there first
+            raise
+        shutil.rmtree(staging)
     return folder
 
 

@@ -230,9 +230,9 @@ def llama_cpp_permutation(weight: np.ndarray, heads: int) -> np.ndarray:
         weight.shape)
 
 
-def write_checkpoint(path, architecture: str, tied: bool) -> dict[str, np.ndarray]:
-    """A random checkpoint of TINY dimensions as a GGUF file with the fixtures' tokenizer; returns its weights
-    by Hugging Face name ([out, in] for Linear layers)."""
+def write_checkpoint(path, architecture: str, tied: bool, extra_tensors=()) -> dict[str, np.ndarray]:
+    """A random checkpoint of TINY dimensions as a GGUF file with the fixtures' tokenizer (and EXTRA_TENSORS,
+    (name, array) pairs); returns its weights by Hugging Face name ([out, in] for Linear layers)."""
     import gguf
 
     from gentwin.fixtures.tokenizer import CHAT_TEMPLATE, SPECIAL_TOKENS, train_tokenizer
@@ -283,6 +283,8 @@ def write_checkpoint(path, architecture: str, tied: bool) -> dict[str, np.ndarra
     writer.add_tensor("output_norm.weight", hf["model.norm.weight"])
     if not tied:
         writer.add_tensor("output.weight", hf["lm_head.weight"])
+    for name, array in extra_tensors:
+        writer.add_tensor(name, array)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -354,6 +356,17 @@ def test_an_unsupported_gguf_is_refused_before_anything_is_written(tmp_path, arc
     with pytest.raises(GGUFImportError, match=message):
         import_gguf(_tiny_gguf(tmp_path / "tiny.gguf", architecture), str(out))
     assert not out.exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("rope_freqs.weight", np.ones(8, np.float32)), "rope frequency factors"),
+    (("blk.0.attn_q_norm.weight", np.ones(16, np.float32)), "tensors this import does not know"),
+])
+def test_a_checkpoint_with_what_the_import_would_ignore_is_refused(tmp_path, extra, message):
+    write_checkpoint(tmp_path / "tiny.gguf", "llama", tied=True, extra_tensors=[extra])
+    with pytest.raises(GGUFImportError, match=message):
+        import_gguf(str(tmp_path / "tiny.gguf"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_bad_files_and_precisions_are_refused(tmp_path):
