@@ -32,7 +32,7 @@ from gentwin.errors import GentwinError
 
 # GGUF architecture: (genai_config.json type, Q and K rows permuted by llama.cpp's converter, QKV bias)
 ARCHITECTURES = {
-    "llama": ("llama", True, False),  # SmolLM, SmolLM2, TinyLlama, Llama 2 and 3
+    "llama": ("llama", True, False),  # SmolLM, SmolLM2, Llama 3.0 (the byte-level BPE ones: see build_tokenizer)
     "mistral": ("mistral", True, False),
     "qwen2": ("qwen2", False, True),
 }
@@ -302,6 +302,10 @@ def _special_ids(reader) -> dict[str, int]:
         key = f"tokenizer.ggml.{name}_token_id"
         if key in reader.fields:
             ids[name] = _field(reader, key)
+    vocab_size = len(_field(reader, "tokenizer.ggml.tokens"))
+    for name, value in ids.items():
+        if not 0 <= int(value) < vocab_size:
+            raise GGUFImportError(f"tokenizer.ggml.{name}_token_id is {value}, outside the {vocab_size} tokens")
     return {name: int(value) for name, value in ids.items()}
 
 
@@ -329,9 +333,9 @@ def build_tokenizer(reader):
         byte_level = pre_tokenizers.ByteLevel(add_prefix_space=prefix_space, use_regex=split == "digits")
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence([first, byte_level])
     tokenizer.decoder = decoders.ByteLevel()
-    for kind, add in ((CONTROL, tokenizer.add_special_tokens), (USER_DEFINED, tokenizer.add_tokens)):
-        add([AddedToken(token, special=kind == CONTROL, normalized=False)
-             for token, token_kind in zip(tokens, types) if token_kind == kind])
+    for token_type, add in ((CONTROL, tokenizer.add_special_tokens), (USER_DEFINED, tokenizer.add_tokens)):
+        add([AddedToken(token, special=token_type == CONTROL, normalized=False)
+             for token, kind_of_token in zip(tokens, types) if kind_of_token == token_type])
     return tokenizer
 
 

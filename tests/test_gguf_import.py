@@ -238,7 +238,7 @@ def llama_cpp_permutation(weight: np.ndarray, heads: int) -> np.ndarray:
         weight.shape)
 
 
-def write_checkpoint(path, architecture: str, tied: bool, extra_tensors=()) -> dict[str, np.ndarray]:
+def write_checkpoint(path, architecture: str, tied: bool, extra_tensors=(), eos_token_id=1) -> dict[str, np.ndarray]:
     """A random checkpoint of TINY dimensions as a GGUF file with the fixtures' tokenizer (and EXTRA_TENSORS,
     (name, array) pairs); returns its weights by Hugging Face name ([out, in] for Linear layers)."""
     import gguf
@@ -265,7 +265,7 @@ def write_checkpoint(path, architecture: str, tied: bool, extra_tensors=()) -> d
     writer.add_token_types([3 if token in SPECIAL_TOKENS else 1 for token in vocab])
     writer.add_token_merges([" ".join(merge) for merge in tokenizer["model"]["merges"]])
     writer.add_bos_token_id(0)
-    writer.add_eos_token_id(1)
+    writer.add_eos_token_id(eos_token_id)
     writer.add_chat_template(CHAT_TEMPLATE)
     shapes = {"self_attn.q_proj": (heads * head_size, hidden), "self_attn.k_proj": (kv_heads * head_size, hidden),
               "self_attn.v_proj": (kv_heads * head_size, hidden), "self_attn.o_proj": (hidden, heads * head_size),
@@ -373,6 +373,13 @@ def test_an_unsupported_gguf_is_refused_before_anything_is_written(tmp_path, arc
 def test_a_checkpoint_with_what_the_import_would_ignore_is_refused(tmp_path, extra, message):
     write_checkpoint(tmp_path / "tiny.gguf", "llama", tied=True, extra_tensors=[extra])
     with pytest.raises(GGUFImportError, match=message):
+        import_gguf(str(tmp_path / "tiny.gguf"), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_special_token_outside_the_vocabulary_is_refused(tmp_path):
+    write_checkpoint(tmp_path / "tiny.gguf", "llama", tied=True, eos_token_id=5000)
+    with pytest.raises(GGUFImportError, match="tokenizer.ggml.eos_token_id is 5000, outside the 1024 tokens"):
         import_gguf(str(tmp_path / "tiny.gguf"), str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
