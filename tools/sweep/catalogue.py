@@ -158,5 +158,7 @@ def builds() -> list[Build]:
         Build(by_name["llama"], "fp32", ("include_hidden_states=1",), "hidden"),
         Build(by_name["qwen2.5"], "int4", ("include_hidden_states=1",), "hidden"),
         Build(by_name["qwen2.5"], "int4", ("shared_embeddings=false",), "unshared"),
+        Build(by_name["llama"], "int4", ("use_qdq=1",), "qdq"),
+        Build(by_name["llama"], "fp32", ("prune_lm_head=1",), "pruned"),
     ]
     return first + extra
