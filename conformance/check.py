@@ -10,8 +10,11 @@ If the run's first divergence is a generated scenario, hypothesis shrinks it to 
 SHRINK_SECONDS, keeping the smallest case so far); later ones are reported as found, so a broken
 implementation fails in about the time a sound one passes. Each is printed as a runnable snippet.
 
-The run passes when nothing diverged and the ties stay within TIE_FRACTION of the scenarios compared: an
-implementation whose logits are merely close is fine; one that needs ties often is not close enough.
+The run passes when nothing diverged and, on the models that do not round activations to int8, the ties stay
+within TIE_FRACTION of the scenarios compared there: where only float rounding separates two implementations,
+one that needs ties often is not close enough. On a model that rounds activations to int8 (accuracy_level 4) two
+correct implementations' logits differ by up to the rounding's reach, ties are common on deep models (SmolLM2-135M
+int4: 12 of 13 streams part), and each tie has passed both questions, so they are reported and not budgeted.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class Cell:
     worst: float = 0.0                                # ... the largest error as a fraction of its bound
     searches: dict = field(default_factory=lambda: {SAME: 0, DIFFERS: 0})  # the search question, where asked
     diverged_in: dict = field(default_factory=dict)   # {MODEL / SEARCH / STREAM: divergences}
+    ties_budgeted: bool = True                        # its ties count against TIE_FRACTION (no int8 rounding)
 
     def count(self, scenario: Scenario, verdict: Verdict) -> None:
         self.counts[verdict.outcome] += 1
@@ -148,8 +152,8 @@ def search(judge_one, strategy, cell: Cell, examples: int, run_seed: int, shrink
 
 
 def check_model(impl, oracle, folder: Path, family: Family, examples: int, run_seed: int, shrink: bool) -> Cell:
-    cell, started = Cell(), time.perf_counter()
     facts = ModelFacts.read(folder)
+    cell, started = Cell(ties_budgeted=not facts.rounds_activations_to_int8), time.perf_counter()
     sides = Side(impl, _loaded(impl, folder)), Side(oracle, _loaded(oracle, folder))
 
     def judge_one(scenario: Scenario) -> Verdict:
@@ -228,7 +232,8 @@ def report(cells: dict, impl_name: str, oracle_name: str, model_dirs, run_seed: 
             print(f"\nDIVERGED on {model} / {family}: {verdict.detail}\nreproduce with, in this folder:\n", file=out)
             print(reproduction(impl_name, oracle_name, folders[model], scenario), file=out)
     total = {outcome: sum(cell.counts[outcome] for cell in cells.values()) for outcome in (IDENTICAL, DIVERGED, TIE)}
-    too_many = f" (more than {TIE_FRACTION:.0%} of the scenarios: too many)" if too_many_ties(cells) else ""
+    too_many = (f" (more than {TIE_FRACTION:.0%} of the scenarios on models without int8 rounding: too many)"
+                if too_many_ties(cells) else "")
     print(f"\n{sum(total.values())} scenarios: {total[IDENTICAL]} identical, {total[DIVERGED]} diverged, "
           f"{total[TIE]} numerical tie(s){too_many}", file=out)
     return passes(cells)
@@ -252,12 +257,13 @@ def print_questions(cells: dict, models: list, out) -> None:
 
 
 def too_many_ties(cells: dict) -> bool:
-    played = sum(cell.played for cell in cells.values())
-    return sum(cell.counts[TIE] for cell in cells.values()) > TIE_FRACTION * played
+    budgeted = [cell for cell in cells.values() if cell.ties_budgeted]
+    return sum(cell.counts[TIE] for cell in budgeted) > TIE_FRACTION * sum(cell.played for cell in budgeted)
 
 
 def passes(cells: dict) -> bool:
-    """The run passes when nothing diverged and the ties are at most TIE_FRACTION of the scenarios played."""
+    """The run passes when nothing diverged and the ties are at most TIE_FRACTION of the scenarios played on
+    the models without int8 rounding."""
     return not any(cell.counts[DIVERGED] for cell in cells.values()) and not too_many_ties(cells)
 
 

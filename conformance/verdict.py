@@ -35,7 +35,7 @@ from typing import NamedTuple
 import numpy as np
 
 from gentwin.conformance.margins import FixedDraw, margin
-from gentwin.conformance.model_facts import ModelFacts, logit_error, logit_errors, unrounded_twin
+from gentwin.conformance.model_facts import ModelFacts, logit_error, logit_errors, row_scale, unrounded_twin
 from gentwin.conformance.scenarios import (EVERY_CALL, LOGITS_KINDS, Event, Player, Scenario,
                                            feeds_pending_before_append)
 from gentwin.errors import GentwinError
@@ -86,48 +86,52 @@ class ModelQuestion:
     def __init__(self, oracle: Side, oracle_play: Played, scenario: Scenario, facts: ModelFacts):
         self.oracle, self.oracle_play, self.scenario, self.facts = oracle, oracle_play, scenario, facts
         self.worst, self.rows = 0.0, 0
-        self._twin: Played | None = None
+        self._rounding: float | None = None
 
-    def within(self, ours, theirs, where: tuple) -> str:
-        """Compare logits OURS with the oracle's THEIRS [..., vocab], found at WHERE (an event index, or
-        ("call", k)); "" when within the bound, else what differs."""
+    def within(self, ours, theirs) -> str:
+        """Compare logits OURS with the oracle's THEIRS [..., vocab]; "" when within the bound, else what
+        differs."""
         if np.shape(ours) != np.shape(theirs):
             return f"logits of shape {np.shape(ours)}, the oracle's {np.shape(theirs)}"
         errors = logit_errors(ours, theirs)                                                 # [...]
         bound = self.facts.float_bound(theirs)                                              # [...]
         if self.facts.rounds_activations_to_int8 and np.any(errors > bound):
-            bound = self.facts.logit_bound(theirs, self.unrounded(where))
+            bound = self.facts.logit_bound(theirs, self.rounding())
         self.rows += errors.size
         self.worst = max(self.worst, float(np.max(errors / bound)) if errors.size else 0.0)
         if np.all(errors <= bound):
             return ""
         row = np.unravel_index(np.argmax(errors / bound), errors.shape)
         return (f"logits differ by up to {errors[row]:.3g} (row {row[0]}), beyond the model's bound "
-                f"{bound[row]:.3g}{self._bound_parts(theirs, row, where)}")
+                f"{bound[row]:.3g}{self._bound_parts(theirs, row)}")
 
-    def _bound_parts(self, theirs, row, where) -> str:
+    def _bound_parts(self, theirs, row) -> str:
         if not self.facts.rounds_activations_to_int8:
             return " (float rounding)"
-        rounding = logit_errors(theirs, self.unrounded(where))[row]
-        return f" (float rounding {self.facts.float_bound(theirs)[row]:.3g} + 2 x {rounding:.3g}, int8 rounding)"
+        scale = row_scale(theirs)[row]
+        return (f" (float rounding {self.facts.float_bound(theirs)[row]:.3g} + 2 x {self.rounding() * scale:.3g}"
+                f", int8 rounding: the model's {self.rounding():.3g} of the row's largest logit {scale:.3g})")
 
-    def unrounded(self, where: tuple) -> np.ndarray:
-        """The unrounded twin's logits where the oracle's are at WHERE, on the oracle's token history."""
-        twin = self.twin_play()
-        if where[0] == "call":
-            return twin.player.captured[where[1]]
-        event, twins_event = self.oracle_play.events[where[1]], twin.events[where[1]]
-        if event[:2] != twins_event[:2]:
-            raise GentwinError(f"the oracle on the unrounded twin of {self.facts.folder.name} did not follow "
-                               f"its own logits: {twins_event[:2]} where the oracle has {event[:2]}")
-        return twins_event.value
+    def rounding(self) -> float:
+        """The model's int8 rounding (ModelFacts.model_rounding): the calibration's, and every row of logits of
+        this scenario's history against the unrounded twin's."""
+        if self._rounding is None:
+            self._rounding = self.facts.model_rounding(self.twin_pairs())
+        return self._rounding
 
-    def twin_play(self) -> Played:
-        if self._twin is None:
-            self._twin = played(Side(self.oracle.module, twin_model(self.oracle.module.Model, self.facts.folder)),
-                                self.scenario,
-                                capture_until=EVERY_CALL, replace_logits=self.oracle_play.player.captured)
-        return self._twin
+    def twin_pairs(self):
+        """(the oracle's logits, the unrounded twin's) at every call and every logits event of the scenario,
+        the twin fed the oracle's logits before every choice, so on the oracle's token history."""
+        twin = played(Side(self.oracle.module, twin_model(self.oracle.module.Model, self.facts.folder)),
+                      self.scenario, capture_until=EVERY_CALL, replace_logits=self.oracle_play.player.captured)
+        yield from zip(self.oracle_play.player.captured, twin.player.captured)
+        for event, twins_event in zip_longest(self.oracle_play.events, twin.events):
+            if event is None or twins_event is None or event[:2] != twins_event[:2]:
+                raise GentwinError(f"the oracle on the unrounded twin of {self.facts.folder.name} did not follow "
+                                   f"its own logits: {twins_event and twins_event[:2]} where the oracle has "
+                                   f"{event and event[:2]}")
+            if event.kind in LOGITS_KINDS:
+                yield event.value, twins_event.value
 
 
 @functools.lru_cache(maxsize=None)
@@ -144,7 +148,7 @@ def judge(impl: Side, oracle: Side, scenario: Scenario, facts: ModelFacts) -> Ve
         if mine is None or truth is None or mine[:2] != truth[:2]:
             return _verdict(DIVERGED, describe(scenario, mine, truth), model, STREAM)
         if mine.kind in LOGITS_KINDS:
-            difference = model.within(mine.value, truth.value, ("event", index))
+            difference = model.within(mine.value, truth.value)
             if difference:
                 return _verdict(DIVERGED, f"the model: {where(scenario, truth)}: {difference}", model, MODEL)
         elif mine.value != truth.value:
@@ -178,17 +182,18 @@ def _shown(event: Event | None) -> str:
 
 def judge_token_difference(impl: Side, oracle: Side, scenario: Scenario, model: ModelQuestion, theirs: Played,
                            call: int, tokens: tuple, difference: str) -> Verdict:
-    """The tokens of generate call CALL differ (TOKENS: the implementation's and the oracle's): teacher-force the implementation with the oracle's logits and
-    ask the model question and the search question (see the module docstring)."""
+    """The tokens of generate call CALL differ (TOKENS: the implementation's and the oracle's): teacher-force
+    the implementation with the oracle's logits and ask the model question and the search question (see the
+    module docstring)."""
     forced = played(impl, scenario, capture_until=EVERY_CALL, replace_logits=theirs.player.captured)
     for step, (mine, truth) in enumerate(zip(forced.player.captured, theirs.player.captured)):
-        beyond = model.within(mine, truth, ("call", step))
+        beyond = model.within(mine, truth)
         if beyond:
             return _verdict(DIVERGED, f"{difference}; the model: fed the oracle's tokens, before generate call "
                                       f"{step} the implementation's {beyond}", model, MODEL)
     for index, (mine, truth) in enumerate(zip_longest(forced.events, theirs.events)):
         if mine is not None and truth is not None and mine[:2] == truth[:2] and mine.kind in LOGITS_KINDS:
-            beyond = model.within(mine.value, truth.value, ("event", index))
+            beyond = model.within(mine.value, truth.value)
             if beyond:
                 return _verdict(DIVERGED, f"{difference}; the model: fed the oracle's tokens, "
                                           f"{where(scenario, truth)} the implementation's {beyond}", model, MODEL)

@@ -57,15 +57,24 @@ def test_the_unrounded_twin_is_the_same_model_without_int8_activations(deep_mode
     np.testing.assert_array_equal(prompt_logits(ref, ref.Model(str(twin)), PROMPT), built_unrounded)
 
 
-def test_the_bound_is_float_rounding_plus_twice_what_int8_rounding_does(deep_models):
+def test_the_bound_is_float_rounding_plus_twice_what_int8_rounding_does_to_the_model(deep_models):
     facts = ModelFacts.read(deep_models[30, 4])
     logits = prompt_logits(ref, ref.Model(str(deep_models[30, 4])), PROMPT)[0]            # [S, V]
     unrounded = prompt_logits(ref, ref.Model(str(deep_models[30, 1])), PROMPT)[0]
-    rounding = np.abs(logits.astype(np.float64) - unrounded).max(axis=-1)                 # [S]
-    expected = FLOAT_RELATIVE_TOLERANCE * np.maximum(1, np.abs(logits).max(axis=-1)) + 2 * rounding
-    np.testing.assert_allclose(facts.logit_bound(logits, unrounded), expected, rtol=1e-9)
-    with pytest.raises(ValueError, match="unrounded twin"):
-        facts.logit_bound(logits)
+    scale = np.maximum(1, np.abs(logits.astype(np.float64)).max(axis=-1))                 # [S]
+    relative = np.abs(logits.astype(np.float64) - unrounded).max(axis=-1) / scale          # [S]
+    rounding = facts.model_rounding([(logits, unrounded)])
+    assert rounding == max(facts.calibrated_rounding, relative.max())
+    assert relative.min() < rounding  # a row whose own D is small still gets the model's
+    np.testing.assert_allclose(facts.logit_bound(logits, rounding),
+                               (FLOAT_RELATIVE_TOLERANCE + 2 * rounding) * scale, rtol=1e-9)
+    np.testing.assert_allclose(facts.float_bound(logits), FLOAT_RELATIVE_TOLERANCE * scale, rtol=1e-9)
+
+
+def test_a_model_that_does_not_round_has_no_rounding_share(deep_models):
+    facts = ModelFacts.read(deep_models[30, 1])
+    logits = prompt_logits(ref, ref.Model(str(deep_models[30, 1])), PROMPT)[0]
+    assert facts.model_rounding([(logits, logits + 1)]) == 0.0
 
 
 def test_the_bound_grows_with_depth_and_is_float_rounding_alone_without_int8_activations(deep_models):
@@ -92,7 +101,8 @@ def test_a_perturbation_beyond_the_bound_is_caught(deep_models, fraction, outcom
     twin = Side(ref, load("gentwin.reference", str(deep_models[30, 1]))).player(
         LOGITS, capture_until=3, replace_logits=player.captured[:3])
     twin.play()
-    bounds = [facts.logit_bound(ours, theirs) for ours, theirs in zip(player.captured, twin.captured)]
+    rounding = facts.model_rounding(zip(player.captured, twin.captured))
+    bounds = [facts.logit_bound(ours, rounding) for ours in player.captured]
     lowest = int(np.argmin(player.captured[0][0]))
     result = judge(Side(steered_model({}, {lowest: fraction * float(np.min(bounds))}), model),
                    Side(ref, model), LOGITS, facts)

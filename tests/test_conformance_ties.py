@@ -27,7 +27,8 @@ import numpy as np
 import pytest
 
 import gentwin.reference as ref
-from gentwin.conformance.check import TIE_FRACTION, Cell, passes
+from gentwin.conformance.check import TIE_FRACTION, Cell, check_model, passes
+from gentwin.conformance.families import FAMILIES
 from gentwin.conformance.margins import FixedDraw, margin
 from gentwin.conformance.model_facts import ModelFacts
 from gentwin.conformance.scenarios import Scenario, logits_before_each_choice, steered_logits
@@ -360,8 +361,8 @@ def test_the_peers_int4_rounding_flips_found_on_one_cpu_are_ties(scenario):
 # The run's budget of ties
 
 
-def cell(identical: int, diverged: int, ties: int) -> Cell:
-    return Cell(counts={IDENTICAL: identical, DIVERGED: diverged, TIE: ties})
+def cell(identical: int, diverged: int, ties: int, rounds_to_int8: bool = False) -> Cell:
+    return Cell(counts={IDENTICAL: identical, DIVERGED: diverged, TIE: ties}, ties_budgeted=not rounds_to_int8)
 
 
 def test_ties_up_to_the_fraction_pass_more_fail():
@@ -369,3 +370,19 @@ def test_ties_up_to_the_fraction_pass_more_fail():
     assert passes({("m", "sampling"): cell(100 - allowed, 0, allowed)})
     assert not passes({("m", "sampling"): cell(99 - allowed, 0, allowed + 1)})
     assert not passes({("m", "sampling"): cell(99, 1, 0)})
+
+
+def test_ties_on_a_model_that_rounds_to_int8_are_not_budgeted():
+    allowed = int(TIE_FRACTION * 100)
+    deep_int4 = cell(10, 0, 90, rounds_to_int8=True)
+    assert passes({("int4", "greedy"): deep_int4})
+    assert passes({("int4", "greedy"): deep_int4, ("fp32", "greedy"): cell(100 - allowed, 0, allowed)})
+    assert not passes({("int4", "greedy"): deep_int4, ("fp32", "greedy"): cell(99 - allowed, 0, allowed + 1)})
+    assert not passes({("int4", "greedy"): cell(10, 1, 89, rounds_to_int8=True)})
+
+
+@pytest.mark.parametrize("name, budgeted", [("llama-int4", False), ("qwen2-int4", True)])
+def test_a_cells_ties_are_budgeted_where_its_model_does_not_round_to_int8(name, budgeted):
+    """llama-int4's MatMulNBits have accuracy_level 4, qwen2-int4's do not."""
+    played = check_model(ref, ref, FIXTURE_MODELS / name, FAMILIES[0], examples=0, run_seed=0, shrink=False)
+    assert played.played > 0 and played.ties_budgeted == budgeted
