@@ -53,6 +53,14 @@ alone.
 
 QMoE experts of 8 bits round their input to int8 at every accuracy_level (MLAS has no float kernel for them):
 that rounding stays in the twin, so its share is not in D.
+
+Half precision is rounding of the same kind: an fp16 or bf16 graph rounds every activation to 11 or 8 bits of
+mantissa, and two correct implementations round differently (onnxruntime's kernels accumulate in float32 in
+some ops and not in others, numpy in its own order). So the twin of a half-precision graph is also computed in
+float32 (its weights, casts, constants, inputs and outputs widened), and D is what half precision does to the
+model's logits, by the same argument: fp16 builds of tiny models part by up to about 1% of their largest logit,
+a hundred times float32's part, and a fixed tolerance would be either loose for a shallow model or tight for a
+deep one.
 """
 
 from __future__ import annotations
@@ -86,15 +94,28 @@ class ModelFacts:
     eos_token_ids: tuple
     special_token_ids: frozenset
     rounds_activations_to_int8: bool
+    half_precision: bool  # the graph computes in float16 or bfloat16
     search: dict          # the folder's own search defaults (genai_config.json)
 
     @classmethod
     def read(cls, folder) -> "ModelFacts":
         config = load_config(str(folder))
         specials = {config.bos_token_id, config.pad_token_id, *config.eos_token_ids}
+        graph = onnx.load(config.model_path, load_external_data=False).graph
         return cls(Path(folder), config.vocab_size, config.context_length, config.pad_token_id,
-                   tuple(config.eos_token_ids), frozenset(specials), quantizes_activations(config.model_path),
-                   dict(config.search))
+                   tuple(config.eos_token_ids), frozenset(specials), any(rounding_nodes(graph)),
+                   computes_in_half_precision(graph), dict(config.search))
+
+    @property
+    def rounds_beyond_float32(self) -> bool:
+        """Whether two correct implementations may part by more than float32 rounding: int8 activations or
+        half precision, whose share of the bound is measured on the unrounded twin."""
+        return self.rounds_activations_to_int8 or self.half_precision
+
+    @property
+    def rounding_kind(self) -> str:
+        kinds = ["int8 rounding"] * self.rounds_activations_to_int8 + ["half precision"] * self.half_precision
+        return " and ".join(kinds) or "no rounding beyond float32"
 
     def float_bound(self, logits) -> np.ndarray:
         """The float-rounding part of the bound for logits [..., vocab]: one value per row [...]."""
@@ -110,7 +131,7 @@ class ModelFacts:
         """How far the int8 rounding moves this model's logits, relative to a row's largest logit: the largest
         over the calibration prompts and PAIRS of (the oracle's logits, the unrounded twin's) on one history
         [..., vocab] each. 0 where nothing rounds."""
-        if not self.rounds_activations_to_int8:
+        if not self.rounds_beyond_float32:
             return 0.0
         measured = [float(np.max(logit_errors(logits, unrounded) / row_scale(logits)))
                     for logits, unrounded in pairs if np.size(logits)]
@@ -124,7 +145,7 @@ class ModelFacts:
     def calibrated_rounding(self) -> float:
         """D relative to each row's largest logit, the largest over every position of the greedy battery's
         prompts, measured with gentwin.reference on the folder and its unrounded twin (0 where nothing rounds)."""
-        if not self.rounds_activations_to_int8:
+        if not self.rounds_beyond_float32:
             return 0.0
         import gentwin.reference as oracle  # only here: loading models is what the rest of this module avoids
         from gentwin.conformance.scenarios import greedy_battery
@@ -164,19 +185,50 @@ def rounding_nodes(graph: onnx.GraphProto):
                 yield from rounding_nodes(subgraph)
 
 
-def quantizes_activations(model_path: str) -> bool:
-    """Whether the graph has a node (MatMulNBits, MoE) that rounds its activations to int8 (accuracy_level 4)."""
-    return any(rounding_nodes(onnx.load(model_path, load_external_data=False).graph))
+HALF_TYPES = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
+def computes_in_half_precision(graph: onnx.GraphProto) -> bool:
+    """Whether GRAPH takes or gives float16 / bfloat16 values or holds such weights."""
+    values = [*graph.input, *graph.output]
+    return (any(value.type.tensor_type.elem_type in HALF_TYPES for value in values)
+            or any(tensor.data_type in HALF_TYPES for tensor in graph.initializer))
+
+
+def widen_to_float32(graph: onnx.GraphProto) -> None:
+    """GRAPH (weights loaded) and its subgraphs computing in float32 where they computed in float16 / bfloat16:
+    weights and constants widened exactly, casts to half precision made casts to float32, the declared types of
+    inputs, outputs and intermediate values changed alike."""
+    for tensor in graph.initializer:
+        _widen_tensor(tensor)
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.type.tensor_type.elem_type in HALF_TYPES:
+            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
+    for node in graph.node:
+        for attribute in node.attribute:
+            if node.op_type == "Cast" and attribute.name == "to" and attribute.i in HALF_TYPES:
+                attribute.i = onnx.TensorProto.FLOAT
+            if attribute.HasField("t"):
+                _widen_tensor(attribute.t)
+            for subgraph in [attribute.g] * attribute.HasField("g") + list(attribute.graphs):
+                widen_to_float32(subgraph)
+
+
+def _widen_tensor(tensor: onnx.TensorProto) -> None:
+    if tensor.data_type in HALF_TYPES:
+        widened = onnx.numpy_helper.to_array(tensor).astype(np.float32)
+        tensor.CopyFrom(onnx.numpy_helper.from_array(widened, tensor.name))
 
 
 @functools.lru_cache(maxsize=None)
 def unrounded_twin(folder) -> Path:
-    """A folder that is FOLDER with every accuracy_level 4 set to 0: the same weights, activations not rounded.
-    Its other files are FOLDER's (the weights too: the external data is not rewritten), hard-linked where the
-    file system allows, else copied (onnx and onnxruntime refuse external data behind a symbolic link), in a
-    temporary directory that lasts as long as the process."""
+    """A folder that is FOLDER with every accuracy_level 4 set to 0 (the same weights, activations not rounded)
+    and, for a half-precision graph, computed in float32 (its weights widened, in an external data file of its
+    own). Its other files are copies of FOLDER's (_share), in a temporary directory that lasts as long as the
+    process."""
     config = load_config(str(folder))
-    proto = onnx.load(config.model_path, load_external_data=False)
+    half = computes_in_half_precision(onnx.load(config.model_path, load_external_data=False).graph)
+    proto = onnx.load(config.model_path, load_external_data=half)
     for _, attribute in rounding_nodes(proto.graph):
         attribute.i = UNROUNDED_ACCURACY_LEVEL
     twin = Path(_twins_directory.name) / f"{len(os.listdir(_twins_directory.name))}-{Path(folder).name}"
@@ -184,18 +236,23 @@ def unrounded_twin(folder) -> Path:
     for entry in Path(folder).resolve().iterdir():
         if entry.name != config.decoder.filename:
             _share(entry, twin / entry.name)
-    onnx.save(proto, str(twin / config.decoder.filename))
+    if half:
+        widen_to_float32(proto.graph)
+        weights = f"{config.decoder.filename}.float32.data"
+        (twin / weights).unlink(missing_ok=True)  # a copy of a file of FOLDER's that happens to bear the name
+        onnx.save(proto, str(twin / config.decoder.filename), save_as_external_data=True, location=weights)
+    else:
+        onnx.save(proto, str(twin / config.decoder.filename))
     return twin
 
 
 def _share(source: Path, target: Path) -> None:
-    """TARGET holding what SOURCE holds: a hard link, else a copy (a folder: a symbolic link)."""
+    """TARGET holding what SOURCE holds: a copy of a file (onnx and onnxruntime refuse external data behind a
+    symbolic link, and onnx refuses a file with more than one hard link, the original's too), a symbolic link
+    to a folder."""
     if source.is_dir():
         target.symlink_to(source)
-        return
-    try:
-        os.link(source, target)
-    except OSError:
+    else:
         shutil.copyfile(source, target)
 
 

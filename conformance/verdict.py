@@ -95,7 +95,7 @@ class ModelQuestion:
             return f"logits of shape {np.shape(ours)}, the oracle's {np.shape(theirs)}"
         errors = logit_errors(ours, theirs)                                                 # [...]
         bound = self.facts.float_bound(theirs)                                              # [...]
-        if self.facts.rounds_activations_to_int8 and np.any(errors > bound):
+        if self.facts.rounds_beyond_float32 and np.any(errors > bound):
             bound = self.facts.logit_bound(theirs, self.rounding())
         self.rows += errors.size
         self.worst = max(self.worst, float(np.max(errors / bound)) if errors.size else 0.0)
@@ -106,14 +106,14 @@ class ModelQuestion:
                 f"{bound[row]:.3g}{self._bound_parts(theirs, row)}")
 
     def _bound_parts(self, theirs, row) -> str:
-        if not self.facts.rounds_activations_to_int8:
+        if not self.facts.rounds_beyond_float32:
             return " (float rounding)"
         scale = row_scale(theirs)[row]
         return (f" (float rounding {self.facts.float_bound(theirs)[row]:.3g} + 2 x {self.rounding() * scale:.3g}"
-                f", int8 rounding: the model's {self.rounding():.3g} of the row's largest logit {scale:.3g})")
+                f", {self.facts.rounding_kind}: the model's {self.rounding():.3g} of the row's largest logit {scale:.3g})")
 
     def rounding(self) -> float:
-        """The model's int8 rounding (ModelFacts.model_rounding): the calibration's, and every row of logits of
+        """The model's rounding (ModelFacts.model_rounding): the calibration's, and every row of logits of
         this scenario's history against the unrounded twin's."""
         if self._rounding is None:
             self._rounding = self.facts.model_rounding(self.twin_pairs())

@@ -1,4 +1,5 @@
-"""The model's logit bound (gentwin.conformance.model_facts) and the two-question verdict on a deep int4 model.
+"""The model's logit bound (gentwin.conformance.model_facts) and the two-question verdict on a deep int4 model;
+the bound's share for half precision, measured on the graph computed in float32.
 
 Tiny-width llama-layout models (hidden 32) with int4 MatMulNBits at accuracy_level 4 are built on demand with 2
 and 30 layers, and each with accuracy_level 1 as well (the same weights, the fixture builder's own unrounded
@@ -16,14 +17,14 @@ import pytest
 
 import gentwin.reference as ref
 from gentwin.conformance.families import FAMILIES
-from gentwin.conformance.model_facts import (FLOAT_RELATIVE_TOLERANCE, ModelFacts, logit_errors, prompt_logits,
-                                             unrounded_twin)
+from gentwin.conformance.model_facts import (FLOAT_RELATIVE_TOLERANCE, HALF_TYPES, ModelFacts,
+                                             computes_in_half_precision, prompt_logits, unrounded_twin)
 from gentwin.conformance.scenarios import Scenario, logits_before_each_choice
 from gentwin.conformance.verdict import DIVERGED, IDENTICAL, MODEL, SAME, TIE, Side, judge
 from gentwin.fixtures.build import write_model_folder
 from gentwin.fixtures.layouts import FIXTURES, Dims, Int4
 from gentwin.fixtures.tokenizer import train_tokenizer
-from tests.conftest import load
+from tests.conftest import FIXTURE_MODELS as FIXTURES_DIR, load
 from tests.test_conformance_ties import steered_model
 
 PROMPT = ((17, 250, 31, 402, 77, 5, 611, 48, 90, 300),)
@@ -122,3 +123,37 @@ def test_the_peer_on_a_deep_int4_model_is_identical_or_a_tie_its_logits_within_t
     assert [v.detail for v in verdicts if v.outcome not in (IDENTICAL, TIE)] == []
     assert all(v.worst <= 1 and v.rows > 0 for v in verdicts)
     assert all(v.search == SAME for v in verdicts if v.outcome == TIE)
+
+
+# --- Half precision: the twin computed in float32 ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def half_models(tmp_path_factory) -> dict:
+    from tests.conftest import _built_on_demand
+
+    models = _built_on_demand(tmp_path_factory, "precisions")
+    return {"fp16": models["mistral-mha-fp16"], "bf16": models["mistral-mha-bf16"]}
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_the_twin_of_a_half_precision_graph_computes_in_float32_on_the_same_weights(half_models, precision):
+    folder = half_models[precision]
+    original = onnx.load(str(folder / "model.onnx"))
+    twin = onnx.load(str(unrounded_twin(folder) / "model.onnx"))
+    assert computes_in_half_precision(original.graph) and not computes_in_half_precision(twin.graph)
+    widened = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in twin.graph.initializer}
+    for tensor in original.graph.initializer:
+        weight = onnx.numpy_helper.to_array(tensor)
+        expected = weight.astype(np.float32) if tensor.data_type in HALF_TYPES else weight
+        np.testing.assert_array_equal(widened[tensor.name], expected)
+    casts = [a.i for node in twin.graph.node if node.op_type == "Cast" for a in node.attribute if a.name == "to"]
+    assert not set(casts) & set(HALF_TYPES)
+
+
+def test_half_precision_is_measured_and_bf16_rounds_more_than_fp16(half_models):
+    fp16, bf16 = (ModelFacts.read(half_models[p]) for p in ("fp16", "bf16"))
+    assert fp16.half_precision and bf16.half_precision and fp16.rounds_beyond_float32
+    assert not fp16.rounds_activations_to_int8
+    assert 0 < fp16.calibrated_rounding < bf16.calibrated_rounding
+    assert not ModelFacts.read(FIXTURES_DIR / "mistral-mha-fp32").rounds_beyond_float32
