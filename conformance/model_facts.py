@@ -20,8 +20,8 @@ token history, from the oracle itself:
 
     D = max over the row |logits - unrounded logits|
 
-where the unrounded logits are the oracle's on the model's unrounded twin: the same folder with accuracy_level
-4 set to 0 (unrounded_twin: the same weights, dequantized, multiplied in float). D is everything the int8
+where the unrounded logits are the oracle's on the model's rounding twin (twins.py): the same folder with
+accuracy_level 4 set to 0 (the same weights, dequantized, multiplied in float). D is everything the int8
 rounding of every activation does to these logits, each value off by up to step / 2, carried through the layers
 exactly, nonlinearities included. A correct implementation's own rounding is another pattern of the same
 errors, as far from the unrounded logits as the oracle's, so by the triangle inequality the two lie within
@@ -66,9 +66,6 @@ deep one.
 from __future__ import annotations
 
 import functools
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,11 +73,10 @@ import numpy as np
 import onnx
 
 from gentwin.config import load_config
+from gentwin.conformance.twins import computes_in_half_precision, rounding_twin, rounds_activations_to_int8
 from gentwin.reference.penalties import FLOAT_LOWEST
 
 FLOAT_RELATIVE_TOLERANCE = 1e-5
-INT8_ACCURACY_LEVEL = 4
-UNROUNDED_ACCURACY_LEVEL = 0  # unset: the dequantized weights multiplied in float
 ROUNDINGS_APART = 2           # the oracle's rounding and the implementation's, each D from the unrounded logits
 LOWEST = float(FLOAT_LOWEST)  # float32's lowest, which bans a token
 
@@ -103,13 +99,13 @@ class ModelFacts:
         specials = {config.bos_token_id, config.pad_token_id, *config.eos_token_ids}
         graph = onnx.load(config.model_path, load_external_data=False).graph
         return cls(Path(folder), config.vocab_size, config.context_length, config.pad_token_id,
-                   tuple(config.eos_token_ids), frozenset(specials), any(rounding_nodes(graph)),
+                   tuple(config.eos_token_ids), frozenset(specials), rounds_activations_to_int8(graph),
                    computes_in_half_precision(graph), dict(config.search))
 
     @property
     def rounds_beyond_float32(self) -> bool:
         """Whether two correct implementations may part by more than float32 rounding: int8 activations or
-        half precision, whose share of the bound is measured on the unrounded twin."""
+        half precision, whose share of the bound is measured on the rounding twin."""
         return self.rounds_activations_to_int8 or self.half_precision
 
     @property
@@ -129,7 +125,7 @@ class ModelFacts:
 
     def model_rounding(self, pairs=()) -> float:
         """How far the int8 rounding moves this model's logits, relative to a row's largest logit: the largest
-        over the calibration prompts and PAIRS of (the oracle's logits, the unrounded twin's) on one history
+        over the calibration prompts and PAIRS of (the oracle's logits, the rounding twin's) on one history
         [..., vocab] each. 0 where nothing rounds."""
         if not self.rounds_beyond_float32:
             return 0.0
@@ -144,14 +140,14 @@ class ModelFacts:
     @functools.cached_property
     def calibrated_rounding(self) -> float:
         """D relative to each row's largest logit, the largest over every position of the greedy battery's
-        prompts, measured with gentwin.reference on the folder and its unrounded twin (0 where nothing rounds)."""
+        prompts, measured with gentwin.reference on the folder and its rounding twin (0 where nothing rounds)."""
         if not self.rounds_beyond_float32:
             return 0.0
         import gentwin.reference as oracle  # only here: loading models is what the rest of this module avoids
         from gentwin.conformance.scenarios import greedy_battery
 
         prompts = [s.prompt for s in greedy_battery(min(self.vocab_size, 1000), self.pad_token_id)]
-        rounded, unrounded = oracle.Model(str(self.folder)), oracle.Model(str(unrounded_twin(self.folder)))
+        rounded, unrounded = oracle.Model(str(self.folder)), oracle.Model(str(rounding_twin(self.folder)))
         largest = 0.0
         for prompt in prompts:
             logits, twin = (prompt_logits(oracle, model, prompt) for model in (rounded, unrounded))  # [R, S, V]
@@ -173,90 +169,6 @@ def row_scale(logits) -> np.ndarray:
     magnitudes = np.abs(np.asarray(logits, np.float64))
     magnitudes[~np.isfinite(magnitudes) | (magnitudes >= -LOWEST)] = 0.0
     return np.maximum(1.0, magnitudes.max(axis=-1))
-
-
-def rounding_nodes(graph: onnx.GraphProto):
-    """The nodes of GRAPH and its subgraphs whose accuracy_level 4 rounds their input to int8."""
-    for node in graph.node:
-        for attribute in node.attribute:
-            if attribute.name == "accuracy_level" and attribute.i == INT8_ACCURACY_LEVEL:
-                yield node, attribute
-            for subgraph in [attribute.g] * attribute.HasField("g") + list(attribute.graphs):
-                yield from rounding_nodes(subgraph)
-
-
-HALF_TYPES = (onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
-
-
-def computes_in_half_precision(graph: onnx.GraphProto) -> bool:
-    """Whether GRAPH takes or gives float16 / bfloat16 values or holds such weights."""
-    values = [*graph.input, *graph.output]
-    return (any(value.type.tensor_type.elem_type in HALF_TYPES for value in values)
-            or any(tensor.data_type in HALF_TYPES for tensor in graph.initializer))
-
-
-def widen_to_float32(graph: onnx.GraphProto) -> None:
-    """GRAPH (weights loaded) and its subgraphs computing in float32 where they computed in float16 / bfloat16:
-    weights and constants widened exactly, casts to half precision made casts to float32, the declared types of
-    inputs, outputs and intermediate values changed alike."""
-    for tensor in graph.initializer:
-        _widen_tensor(tensor)
-    for value in [*graph.input, *graph.output, *graph.value_info]:
-        if value.type.tensor_type.elem_type in HALF_TYPES:
-            value.type.tensor_type.elem_type = onnx.TensorProto.FLOAT
-    for node in graph.node:
-        for attribute in node.attribute:
-            if node.op_type == "Cast" and attribute.name == "to" and attribute.i in HALF_TYPES:
-                attribute.i = onnx.TensorProto.FLOAT
-            if attribute.HasField("t"):
-                _widen_tensor(attribute.t)
-            for subgraph in [attribute.g] * attribute.HasField("g") + list(attribute.graphs):
-                widen_to_float32(subgraph)
-
-
-def _widen_tensor(tensor: onnx.TensorProto) -> None:
-    if tensor.data_type in HALF_TYPES:
-        widened = onnx.numpy_helper.to_array(tensor).astype(np.float32)
-        tensor.CopyFrom(onnx.numpy_helper.from_array(widened, tensor.name))
-
-
-@functools.lru_cache(maxsize=None)
-def unrounded_twin(folder) -> Path:
-    """A folder that is FOLDER with every accuracy_level 4 set to 0 (the same weights, activations not rounded)
-    and, for a half-precision graph, computed in float32 (its weights widened, in an external data file of its
-    own). Its other files are copies of FOLDER's (_share), in a temporary directory that lasts as long as the
-    process."""
-    config = load_config(str(folder))
-    half = computes_in_half_precision(onnx.load(config.model_path, load_external_data=False).graph)
-    proto = onnx.load(config.model_path, load_external_data=half)
-    for _, attribute in rounding_nodes(proto.graph):
-        attribute.i = UNROUNDED_ACCURACY_LEVEL
-    twin = Path(_twins_directory.name) / f"{len(os.listdir(_twins_directory.name))}-{Path(folder).name}"
-    twin.mkdir()
-    for entry in Path(folder).resolve().iterdir():
-        if entry.name != config.decoder.filename:
-            _share(entry, twin / entry.name)
-    if half:
-        widen_to_float32(proto.graph)
-        weights = f"{config.decoder.filename}.float32.data"
-        (twin / weights).unlink(missing_ok=True)  # a copy of a file of FOLDER's that happens to bear the name
-        onnx.save(proto, str(twin / config.decoder.filename), save_as_external_data=True, location=weights)
-    else:
-        onnx.save(proto, str(twin / config.decoder.filename))
-    return twin
-
-
-def _share(source: Path, target: Path) -> None:
-    """TARGET holding what SOURCE holds: a copy of a file (onnx and onnxruntime refuse external data behind a
-    symbolic link, and onnx refuses a file with more than one hard link, the original's too), a symbolic link
-    to a folder."""
-    if source.is_dir():
-        target.symlink_to(source)
-    else:
-        shutil.copyfile(source, target)
-
-
-_twins_directory = tempfile.TemporaryDirectory(prefix="gentwin-unrounded-")
 
 
 def logit_errors(ours, theirs) -> np.ndarray:

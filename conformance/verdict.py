@@ -3,7 +3,7 @@
 Both implementations play the scenario (scenarios.play), recording every position's logits after each append;
 the oracle also keeps its logits before every choice. Their events are compared in order. Tokens, sequences,
 lengths and errors must be equal; logits (read by the scenario, or a turn's every position) must agree within
-the model's bound (model_facts.ModelFacts.logit_bound, measured on the oracle's unrounded twin where the model
+the model's bound (model_facts.ModelFacts.logit_bound, measured on the oracle's rounding twin where the model
 rounds activations to int8). The first event that differs decides:
 
 - the tokens of a generate_next_token call: the streams part, and two questions are asked apart, on a replay
@@ -35,9 +35,10 @@ from typing import NamedTuple
 import numpy as np
 
 from gentwin.conformance.margins import FixedDraw, margin
-from gentwin.conformance.model_facts import ModelFacts, logit_error, logit_errors, row_scale, unrounded_twin
+from gentwin.conformance.model_facts import ModelFacts, logit_error, logit_errors, row_scale
 from gentwin.conformance.scenarios import (EVERY_CALL, LOGITS_KINDS, Event, Player, Scenario,
                                            feeds_pending_before_append)
+from gentwin.conformance.twins import rounding_twin
 from gentwin.errors import GentwinError
 from gentwin.reference import penalties, sampling
 from gentwin.search_options import resolved, sampling_method
@@ -80,7 +81,7 @@ def played(side: Side, scenario: Scenario, **replay) -> Played:
 
 class ModelQuestion:
     """The model question on one scenario: the implementation's logits against the oracle's, on the same token
-    history, each row within its bound. The unrounded twin's logits, which the bound of an int8 model needs,
+    history, each row within its bound. The rounding twin's logits, which the bound of an int8 model needs,
     are played only when some row is beyond the float-rounding part alone."""
 
     def __init__(self, oracle: Side, oracle_play: Played, scenario: Scenario, facts: ModelFacts):
@@ -114,20 +115,20 @@ class ModelQuestion:
 
     def rounding(self) -> float:
         """The model's rounding (ModelFacts.model_rounding): the calibration's, and every row of logits of
-        this scenario's history against the unrounded twin's."""
+        this scenario's history against the rounding twin's."""
         if self._rounding is None:
             self._rounding = self.facts.model_rounding(self.twin_pairs())
         return self._rounding
 
     def twin_pairs(self):
-        """(the oracle's logits, the unrounded twin's) at every call and every logits event of the scenario,
+        """(the oracle's logits, the rounding twin's) at every call and every logits event of the scenario,
         the twin fed the oracle's logits before every choice, so on the oracle's token history."""
         twin = played(Side(self.oracle.module, twin_model(self.oracle.module.Model, self.facts.folder)),
                       self.scenario, capture_until=EVERY_CALL, replace_logits=self.oracle_play.player.captured)
         yield from zip(self.oracle_play.player.captured, twin.player.captured)
         for event, twins_event in zip_longest(self.oracle_play.events, twin.events):
             if event is None or twins_event is None or event[:2] != twins_event[:2]:
-                raise GentwinError(f"the oracle on the unrounded twin of {self.facts.folder.name} did not follow "
+                raise GentwinError(f"the oracle on the rounding twin of {self.facts.folder.name} did not follow "
                                    f"its own logits: {twins_event and twins_event[:2]} where the oracle has "
                                    f"{event and event[:2]}")
             if event.kind in LOGITS_KINDS:
@@ -136,8 +137,8 @@ class ModelQuestion:
 
 @functools.lru_cache(maxsize=None)
 def twin_model(model_class, folder):
-    """A MODEL_CLASS of FOLDER's unrounded twin, one per process: loading is the slow part."""
-    return model_class(str(unrounded_twin(folder)))
+    """A MODEL_CLASS of FOLDER's rounding twin, one per process: loading is the slow part."""
+    return model_class(str(rounding_twin(folder)))
 
 
 def judge(impl: Side, oracle: Side, scenario: Scenario, facts: ModelFacts) -> Verdict:

@@ -3,7 +3,7 @@ the bound's share for half precision, measured on the graph computed in float32.
 
 Tiny-width llama-layout models (hidden 32) with int4 MatMulNBits at accuracy_level 4 are built on demand with 2
 and 30 layers, and each with accuracy_level 1 as well (the same weights, the fixture builder's own unrounded
-model), so the bound is checked against a twin made independently of model_facts.unrounded_twin.
+model), so the bound is checked against a twin made independently of twins.rounding_twin.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 
 import gentwin.reference as ref
 from gentwin.conformance.families import FAMILIES
-from gentwin.conformance.model_facts import (FLOAT_RELATIVE_TOLERANCE, HALF_TYPES, ModelFacts,
-                                             computes_in_half_precision, prompt_logits, unrounded_twin)
+from gentwin.conformance.model_facts import FLOAT_RELATIVE_TOLERANCE, ModelFacts, prompt_logits
+from gentwin.conformance.twins import HALF_TYPES, computes_in_half_precision, rounding_twin
 from gentwin.conformance.scenarios import Scenario, logits_before_each_choice
 from gentwin.conformance.verdict import DIVERGED, IDENTICAL, MODEL, SAME, TIE, Side, judge
 from gentwin.fixtures.build import write_model_folder
@@ -50,9 +50,9 @@ def levels(folder) -> set:
             if a.name == "accuracy_level"}
 
 
-def test_the_unrounded_twin_is_the_same_model_without_int8_activations(deep_models):
+def test_the_rounding_twin_is_the_same_model_without_int8_activations(deep_models):
     folder = deep_models[30, 4]
-    twin = unrounded_twin(folder)
+    twin = rounding_twin(folder)
     assert levels(folder) == {4} and levels(twin) <= {0}
     built_unrounded = prompt_logits(ref, ref.Model(str(deep_models[30, 1])), PROMPT)   # [1, S, V]
     np.testing.assert_array_equal(prompt_logits(ref, ref.Model(str(twin)), PROMPT), built_unrounded)
@@ -140,7 +140,7 @@ def half_models(tmp_path_factory) -> dict:
 def test_the_twin_of_a_half_precision_graph_computes_in_float32_on_the_same_weights(half_models, precision):
     folder = half_models[precision]
     original = onnx.load(str(folder / "model.onnx"))
-    twin = onnx.load(str(unrounded_twin(folder) / "model.onnx"))
+    twin = onnx.load(str(rounding_twin(folder) / "model.onnx"))
     assert computes_in_half_precision(original.graph) and not computes_in_half_precision(twin.graph)
     widened = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in twin.graph.initializer}
     for tensor in original.graph.initializer:
