@@ -43,7 +43,7 @@ sys.modules[__name__] = {module}
 @dataclass(frozen=True)
 class Result:
     outcome: str
-    message: str = ""   # the first line of the failure, error or skip reason
+    message: str = ""   # the failure, error or skip reason (summary's)
 
 
 def test_files(peer_python: Path) -> list[str]:
@@ -106,9 +106,10 @@ def collected_keys(node_ids: list[str]) -> list[str]:
     return keys
 
 
-def first_line(text: str | None) -> str:
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    return lines[0][:300] if lines else ""
+def summary(text: str | None) -> str:
+    """TEXT's lines on one line, cut at 400 characters: pytest.raises' "Regex pattern did not match." is
+    followed by the pattern and the message on the next lines, which say what differed."""
+    return " ".join(line.strip() for line in (text or "").splitlines() if line.strip())[:400]
 
 
 def read_junit(path: Path) -> dict[str, Result]:
@@ -120,7 +121,7 @@ def read_junit(path: Path) -> dict[str, Result]:
             element = case.find(element_name)
             if element is not None:
                 outcome = kind
-                message = first_line(element.get("message")) or first_line(element.text)
+                message = summary(element.get("message")) or summary(element.text)
                 break
         if key in results and results[key].outcome != PASSED:  # an error in teardown after a failure
             continue
@@ -155,7 +156,7 @@ def run_file(file: str, cwd: Path, env: dict, test_models: Path, junit: Path) ->
         cut_short = TIMEOUT
     if cut_short is None:
         return read_junit(junit)
-    said = first_line("\n".join(log.read_text(errors="replace").splitlines()[-3:]))
+    said = summary("\n".join(log.read_text(errors="replace").splitlines()[-3:]))
     why = f"the pytest process {'hung' if cut_short == TIMEOUT else 'died'} ({said})"
     return {key: Result(cut_short, why) for key in collected_keys(collect(file, cwd, env, test_models))}
 

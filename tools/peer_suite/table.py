@@ -65,17 +65,20 @@ def markdown(results: dict) -> str:
 
 
 def text(results: dict) -> str:
+    """The table for the terminal: the tests every engine skipped are counted, not listed (table.md lists them)."""
     engines = list(results)
-    keys = rows(results)
+    keys = [key for key in rows(results)
+            if any(outcome(results, engine, key).outcome != SKIPPED for engine in engines)]
     width = max(len(key) for key in keys) + 2 if keys else 8
     lines = [f"{'test':<{width}}" + "".join(f"{engine:>11}" for engine in engines)]
     lines += [f"{key:<{width}}" + "".join(f"{outcome(results, engine, key).outcome:>11}" for engine in engines)
               for key in keys]
-    lines.append("")
+    lines += [f"({len(rows(results)) - len(keys)} tests skipped on every engine are listed in table.md)", ""]
     for file, counts in per_file(results):
         lines.append(f"{file}: " + "; ".join(f"{engine} {total_cell(counts[engine])}" for engine in engines))
     lines += ["", "The peer passes, gentwin does not:"]
-    lines += [f"  {key} {engine}: {result.outcome}: {result.message}" for key, engine, result in regressions(results)]
+    lines += [f"  {key} {engine}: {result.outcome}: {result.message[:160]}"
+              for key, engine, result in regressions(results)]
     return "\n".join(lines)
 
 
