@@ -51,10 +51,15 @@ def per_file(results: dict) -> list[tuple[str, dict[str, Counter]]]:
         ("all", totals(results, keys))]
 
 
+def cell(text: str) -> str:
+    """TEXT inside a markdown table's cell: a parametrized test's name may hold a `|` ("(yes|no)")."""
+    return text.replace("|", "\\|")
+
+
 def markdown(results: dict) -> str:
     engines = list(results)
     lines = ["| test | " + " | ".join(engines) + " |", "|---" * (len(engines) + 1) + "|"]
-    lines += [f"| `{key}` | " + " | ".join(outcome(results, engine, key).outcome for engine in engines) + " |"
+    lines += [f"| `{cell(key)}` | " + " | ".join(outcome(results, engine, key).outcome for engine in engines) + " |"
               for key in rows(results)]
     lines += ["", "| file | " + " | ".join(engines) + " |", "|---" * (len(engines) + 1) + "|"]
     lines += [f"| {file} | " + " | ".join(total_cell(counts[engine]) for engine in engines) + " |"
