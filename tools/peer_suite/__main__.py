@@ -1,5 +1,7 @@
-"""`make peer-suite`: run onnxruntime-genai's own Python tests (test_onnxruntime_genai_api.py and the models/
-tests that call the API) on onnxruntime_genai, gentwin.reference and gentwin.fast, and print a per-test table.
+"""`make peer-suite`: onnxruntime-genai's own Python tests on the peer, gentwin.reference and gentwin.fast.
+
+Runs test_onnxruntime_genai_api.py and the models/ tests that call the API on onnxruntime_genai, then with
+onnxruntime_genai answered by gentwin.reference and by gentwin.fast, and prints a per-test table.
 
     python -m tools.peer_suite PEER_CHECKOUT [build|run|all] [--engines ...] [--files ...] [--out DIR]
 
