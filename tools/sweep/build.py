@@ -21,8 +21,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 BUILD_SECONDS = 600
 
 
-def hf_folder(family: Family, root: Path) -> Path:
-    """The family's Hugging Face folder (config, random weights, the fixture tokenizer), made once."""
+def hf_folder(family: Family, root: Path, tokenizer: tuple[Path, ...] = ()) -> Path:
+    """The family's Hugging Face folder (config, random weights, the tokenizer files TOKENIZER: the fixture
+    tokenizer's by default), made once."""
     folder = root / "hf" / family.name
     if (folder / "config.json").is_file():
         return folder
@@ -40,8 +41,8 @@ def hf_folder(family: Family, root: Path) -> Path:
     if family.mxfp4_experts:
         from tools.sweep import mxfp4
         mxfp4.write_experts(model, staging)
-    for name in TOKENIZER_FILES:
-        shutil.copy(TOKENIZER_FOLDER / name, staging / name)
+    for path in tokenizer or tuple(TOKENIZER_FOLDER / name for name in TOKENIZER_FILES):
+        shutil.copy(path, staging / path.name)
     staging.rename(folder)
     return folder
 
