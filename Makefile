@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench fixtures sweep clean
+.PHONY: demo test bench fixtures sweep peer-suite clean
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ $(SWEEP_INSTALLED): pyproject.toml constraints.txt
 
 sweep: $(SWEEP_INSTALLED)
 	$(SWEEP_VENV)/bin/python -m tools.sweep $(SWEEP_ARGS)
+
+# `make peer-suite PEER_TESTS=DIR` (dev only, not part of `make test`): onnxruntime-genai's own Python tests, from
+# DIR (a checkout of its repository), on the peer, gentwin.reference and gentwin.fast. The CI stand-in models are
+# built with the official builder, hence .venv-sweep. PEER_SUITE_ARGS passes options on, e.g. "--engines fast".
+peer-suite: $(SWEEP_INSTALLED)
+	$(if $(PEER_TESTS),,$(error PEER_TESTS=DIR: a checkout of the onnxruntime-genai repository))
+	$(SWEEP_VENV)/bin/python -m tools.peer_suite $(PEER_TESTS) $(PEER_SUITE_ARGS)
 
 clean:
 	rm -rf $(VENV) bench-models .pytest_cache .hypothesis
