@@ -13,6 +13,8 @@ outputs), the same mask and position rules (gentwin.position_inputs), the same K
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnxruntime as ort
 
@@ -45,6 +47,8 @@ OPTIMIZATION_LEVELS = {
     "ORT_ENABLE_EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "ORT_ENABLE_ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+# Where onnxruntime looks for the external data of a model given as bytes (it has no folder of its own).
+EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
 NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
                "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
@@ -115,8 +119,12 @@ def load_graph(config, provider_config) -> Graph:
         # shapes that onnxruntime's buffer planner trusts, then fails a decode step on ("Shape mismatch
         # attempting to re-use buffer", the peer's failure on them); without reuse they run, to the same bits.
         options.enable_mem_reuse = False
+    model = config.model_path
+    if config.model_bytes is not None:  # from memory (Config.add_model_data): external data from the folder
+        model = bytes(config.model_bytes)                 # onnxruntime takes bytes, not other buffers
+        options.add_session_config_entry(EXTERNAL_DATA_FOLDER, os.path.abspath(config.folder))
     try:
-        session = ort.InferenceSession(config.model_path, options, providers=[name for name, _ in providers],
+        session = ort.InferenceSession(model, options, providers=[name for name, _ in providers],
                                        provider_options=[opts for _, opts in providers])
     except Exception as error:  # onnxruntime raises its own exception types for unreadable or invalid models
         raise ConfigError(f"cannot load {config.model_path} in onnxruntime: {error}") from error

@@ -1,0 +1,184 @@
+"""What onnxruntime-genai's own API tests exercise, on both engines, live against the peer: a model loaded
+from memory (Config.add_model_data), the inputs the peer feeds itself (num_logits_to_keep), the run log
+(set_log_options, set_log_callback) and the checks of a genai_config.json `draft` section."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime_genai as peer
+import pytest
+
+from tests.conftest import ENGINE_IDS, ENGINES, FIXTURE_MODELS
+
+GPT2 = FIXTURE_MODELS / "gpt2-fp32"    # weights inside model.onnx
+LLAMA = FIXTURE_MODELS / "llama-fp32"  # weights in model.onnx.data beside it
+PROMPT = [[5, 17, 3, 9]]
+
+
+@pytest.fixture(params=ENGINES, ids=ENGINE_IDS)
+def engine(request):
+    return request.param
+
+
+def greedy_tokens(og, model, prompt=PROMPT, max_length=10) -> list[int]:
+    params = og.GeneratorParams(model)
+    params.set_search_options(max_length=max_length, batch_size=len(prompt))
+    generator = og.Generator(model, params)
+    generator.append_tokens(np.array(prompt, dtype=np.int32))
+    while not generator.is_done():
+        generator.generate_next_token()
+    return [generator.get_sequence(row).tolist() for row in range(len(prompt))]
+
+
+def raised(call) -> str:
+    with pytest.raises(RuntimeError) as error:
+        call()
+    return str(error.value)
+
+
+# -- Config.add_model_data ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("folder", [GPT2, LLAMA], ids=["embedded-weights", "external-data"])
+@pytest.mark.parametrize("wrap", [bytes, bytearray, memoryview, lambda data: np.frombuffer(data, np.uint8)],
+                         ids=["bytes", "bytearray", "memoryview", "uint8-array"])
+def test_a_model_from_memory_generates_what_the_peer_does(engine, folder, wrap, tmp_path):
+    """The model file's bytes replace the file, which need not exist; external data is read from the folder."""
+    copy = shutil.copytree(folder, tmp_path / "model")
+    data = wrap((copy / "model.onnx").read_bytes())
+    (copy / "model.onnx").unlink()
+    results = []
+    for og in (engine, peer):
+        config = og.Config(str(copy))
+        config.add_model_data("model.onnx", data)
+        model = og.Model(config)
+        config.remove_model_data("model.onnx")  # the Model has read it
+        results.append(greedy_tokens(og, model))
+    assert results[0] == results[1]
+
+
+def test_model_data_refusals_are_the_peers(engine):
+    """Each refusal carries the peer's words, and leaves the Config as it was."""
+    data = (GPT2 / "model.onnx").read_bytes()
+    ours, theirs = engine.Config(str(GPT2)), peer.Config(str(GPT2))
+    cases = [
+        ("add_model_data", ("model.onnx", b"")), ("add_model_data", ("model.onnx", "text")),
+        ("add_model_data", ("model.onnx", np.zeros(4, np.float32))),
+        ("add_model_data", ("model.onnx", np.zeros((2, 2), np.uint8))),
+        ("remove_model_data", ("model.onnx",)),
+    ]
+    for method, arguments in cases:
+        assert raised(lambda: getattr(theirs, method)(*arguments)) in raised(lambda: getattr(ours, method)(*arguments))
+    for config in (ours, theirs):
+        config.add_model_data("model.onnx", data)
+    duplicate = raised(lambda: theirs.add_model_data("model.onnx", data))
+    assert duplicate in raised(lambda: ours.add_model_data("model.onnx", data))
+    for config in (ours, theirs):
+        config.remove_model_data("model.onnx")
+    gone = raised(lambda: theirs.remove_model_data("model.onnx"))
+    assert gone in raised(lambda: ours.remove_model_data("model.onnx"))
+
+
+def test_model_data_under_another_name_is_not_read(engine, tmp_path):
+    """Only the decoder's file name counts: bytes given under another name leave the folder's file in use,
+    and a folder without the file fails at Model(), as in the peer, not at Config()."""
+    copy = shutil.copytree(GPT2, tmp_path / "model")
+    for og in (engine, peer):
+        config = og.Config(str(copy))
+        config.add_model_data("other.onnx", b"not a model")
+        assert greedy_tokens(og, og.Model(config)) == greedy_tokens(peer, peer.Model(str(GPT2)))
+    (copy / "model.onnx").unlink()
+    config = engine.Config(str(copy))
+    with pytest.raises(RuntimeError, match="'model.onnx' named in genai_config.json is missing"):
+        engine.Model(config)
+
+
+def test_model_data_that_is_no_model_is_refused_at_load(engine):
+    for og in (engine, peer):
+        config = og.Config(str(GPT2))
+        config.add_model_data("model.onnx", b"\x00garbage" * 10)
+        with pytest.raises(RuntimeError, match="(?i)pars"):  # both say the protobuf could not be parsed
+            og.Model(config)
+
+
+def test_the_config_keeps_the_data_alive(engine):
+    """The peer keeps only a pointer to the bytes (a temporary passed in may be gone by Model()); gentwin keeps
+    a reference, so a temporary works."""
+    config = engine.Config(str(GPT2))
+    config.add_model_data("model.onnx", bytearray((GPT2 / "model.onnx").read_bytes()))
+    assert greedy_tokens(engine, engine.Model(config)) == greedy_tokens(peer, peer.Model(str(GPT2)))
+
+
+# -- inputs the peer feeds itself -----------------------------------------------------------------------
+
+
+def with_extra_input(folder, target, name: str, dtype=onnx.TensorProto.INT64):
+    """A copy of FOLDER whose graph takes one more input, NAME (a scalar), added to its logits: the peer's
+    test_preset_extra_inputs model."""
+    shutil.copytree(folder, target)
+    model = onnx.load(target / "model.onnx")
+    for node in model.graph.node:
+        if node.output[0] == "logits":
+            node.output[0] = "logits_before"
+    model.graph.input.append(onnx.helper.make_tensor_value_info(name, dtype, []))
+    model.graph.node.extend([
+        onnx.helper.make_node("Cast", [name], ["extra_as_float"], to=onnx.TensorProto.FLOAT),
+        onnx.helper.make_node("Add", ["extra_as_float", "logits_before"], ["logits"]),
+    ])
+    (target / "model.onnx").unlink()
+    (target / "model.onnx.data").unlink()
+    onnx.save(model, target / "model.onnx", save_as_external_data=True, location="model.onnx.data")
+    return target
+
+
+@pytest.mark.parametrize("name", ["num_logits_to_keep", "onnx::Neg_67"])
+def test_preset_inputs_are_fed_as_the_peer_feeds_them(engine, name, tmp_path):
+    folder = str(with_extra_input(LLAMA, tmp_path / "model", name))
+    prompt = [[5, 17, 3, 9], [2, 8, 8, 4]]
+    ours, theirs = engine.Model(folder), peer.Model(folder)
+    assert greedy_tokens(engine, ours, prompt) == greedy_tokens(peer, theirs, prompt)
+    generators = []
+    for og, model in ((engine, ours), (peer, theirs)):
+        generator = og.Generator(model, og.GeneratorParams(model))
+        generator.append_tokens(np.array(PROMPT, dtype=np.int32))
+        generators.append(generator)
+    fed = [generator.get_input(name) for generator in generators]
+    np.testing.assert_array_equal(fed[0], fed[1])
+    assert fed[0].dtype == fed[1].dtype
+
+
+def test_a_value_set_for_a_preset_input_replaces_the_preset(engine, tmp_path):
+    folder = str(with_extra_input(LLAMA, tmp_path / "model", "num_logits_to_keep"))
+    logits = []
+    for og in (engine, peer):
+        model = og.Model(folder)
+        generator = og.Generator(model, og.GeneratorParams(model))
+        generator.set_model_input("num_logits_to_keep", np.array(3, dtype=np.int64))
+        generator.append_tokens(np.array(PROMPT, dtype=np.int32))
+        logits.append(generator.get_logits())
+    np.testing.assert_allclose(logits[0], logits[1], atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["abcde", "num_logits_to_keep_too"])
+def test_an_input_nobody_feeds_is_missing_in_the_peers_words(engine, name, tmp_path):
+    folder = str(with_extra_input(LLAMA, tmp_path / "model", name))
+    messages = []
+    for og in (engine, peer):
+        model = og.Model(folder)
+        generator = og.Generator(model, og.GeneratorParams(model))
+        messages.append(raised(lambda: generator.append_tokens(np.array(PROMPT, dtype=np.int32))))
+    assert f"Missing Input: {name}" in messages[1]
+    assert messages[0].startswith(f"Missing Input: {name}")
+
+
+def test_a_preset_input_of_another_type_is_refused_as_by_the_peer(engine, tmp_path):
+    folder = str(with_extra_input(LLAMA, tmp_path / "model", "num_logits_to_keep", onnx.TensorProto.INT32))
+    messages = []
+    for og in (engine, peer):
+        model = og.Model(folder)
+        generator = og.Generator(model, og.GeneratorParams(model))
+        messages.append(raised(lambda: generator.append_tokens(np.array(PROMPT, dtype=np.int32))))
+    assert messages[1] in messages[0]
