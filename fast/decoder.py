@@ -19,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from gentwin import devices, model_check, position_inputs
+from gentwin import logging_options as run_log
 from gentwin.config import ConfigError
 from gentwin.decoder_state import CachedState, layer_caches
 from gentwin.errors import GentwinError
@@ -184,11 +185,22 @@ class DecoderState(CachedState):
         for cache in self.caches:
             cache.bind(self.binding, new_tokens)
         self._bind_logits(new_tokens)
+        if run_log.wanted("model_input_values"):
+            self.log_inputs(self._logged_inputs())
         self.graph.session.run_with_iobinding(self.binding)
         for cache in self.caches:
             cache.advance(new_tokens)
+        if self.logs_outputs():
+            self.log_outputs(self.outputs)
         return position_inputs.logits_at_last_tokens(self.logits, input_ids, self.config.pad_token_id,
                                                      self.device.to_device)                        # [R, V]
+
+    def _logged_inputs(self) -> dict:
+        """What the next run is fed, by name, in the peer's order: input_ids, position_ids, attention_mask, the
+        pasts (the views bound), then the extra inputs."""
+        positions = {name: self.inputs[name] for name in self.position_input_names if name in self.inputs}
+        pasts = {name: value for cache in self.caches for name, value in cache.pasts().items()}
+        return {**positions, **pasts, **self.inputs}
 
     @property
     def outputs(self) -> dict:

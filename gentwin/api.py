@@ -258,6 +258,9 @@ class Generator:
         self.batch_size = options["batch_size"]
         rows = self.batch_size * options["num_beams"]
         share_buffer = options["past_present_share_buffer"] and options["num_beams"] == 1
+        if options["past_present_share_buffer"] and not share_buffer and run_log.wanted("warning"):
+            run_log.write("warning", "past_present_share_buffer search option set to true, but has been disabled "
+                                     "due to the current configuration. See https://aka.ms/generate_config for details")
         self.state = model.DecoderState(model.graph, config, self.batch_size, options["num_beams"],
                                         options["max_length"], share_buffer)
         self.search = model.Search(options, config)
@@ -291,6 +294,9 @@ class Generator:
             # a hole in its KV cache (see README, "Differences"); gentwin runs it first.
             self._compute_logits()
         self.sequences.append_prompt(tokens)
+        if run_log.wanted("append_next_tokens"):  # the peer appends a prompt one position at a time
+            for column in tokens.T:
+                run_log.write_tokens("append_next_tokens", column)
         self.logits = self._run(tokens)                                          # [R, V]
         self.fed_length = self.sequences.length
         self.next_tokens = tokens[:, -1].copy()
@@ -305,9 +311,23 @@ class Generator:
                                "append_tokens to continue, or rewind_to")
         logits = self._compute_logits()
         self.logits = None
+        if run_log.wanted("generate_next_token"):
+            self._log_search_step()
         self.next_tokens, row_order = self.search.advance(logits, self.sequences)  # [R], [R] or None
         if row_order is not None:
             self.state.reorder(row_order)
+        if run_log.wanted("append_next_tokens"):
+            run_log.write_tokens("append_next_tokens", self.next_tokens)
+        if self.sequences.length == self.sequences.max_length and run_log.wanted("hit_max_length"):
+            search = "beam" if self.options["num_beams"] > 1 else "greedy"
+            run_log.write("hit_max_length", f"{search} {self.model.device_type.lower()} hit")
+
+    def _log_search_step(self) -> None:
+        options = self.options
+        run_log.write("generate_next_token", "".join(
+            f"{run_log.green(name + ': ')}{run_log.number(options[name])} "
+            for name in ("do_sample", "top_k", "top_p", "temperature"))
+            + f"{run_log.cyan('sequence length: ')}{self.sequences.length}")
 
     def _compute_logits(self) -> np.ndarray:
         """The logits of the next choice: run the model on the tokens the KV cache does not hold yet."""
@@ -334,9 +354,13 @@ class Generator:
         them one at a time; get_output then holds the last token's outputs only.
         """
         if self.fed_length == 0 or tokens.shape[1] == 1 or self.model.graph.takes_chunks_over_past:
-            return self.state.run(tokens)
-        for column in range(tokens.shape[1]):
-            logits = self.state.run(tokens[:, column : column + 1])               # [R, V]
+            logits = self.state.run(tokens)                                       # [R, V]
+        else:
+            for column in range(tokens.shape[1]):
+                logits = self.state.run(tokens[:, column : column + 1])           # [R, V]
+        if run_log.wanted("model_logits"):
+            run_log.write_values("model_logits", to_host(logits))
+            run_log.write_line("")
         return logits
 
     def is_done(self) -> bool:

@@ -4,6 +4,8 @@ from memory (Config.add_model_data), the inputs the peer feeds itself (num_logit
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 
 import numpy as np
@@ -182,3 +184,121 @@ def test_a_preset_input_of_another_type_is_refused_as_by_the_peer(engine, tmp_pa
         generator = og.Generator(model, og.GeneratorParams(model))
         messages.append(raised(lambda: generator.append_tokens(np.array(PROMPT, dtype=np.int32))))
     assert messages[1] in messages[0]
+
+
+# -- the run log ----------------------------------------------------------------------------------------
+
+EVERY_ENTRY = dict(generate_next_token=True, append_next_tokens=True, hit_eos=True, hit_max_length=True,
+                   model_input_values=True, model_output_shapes=True, model_output_values=True, model_logits=True)
+
+
+@pytest.fixture
+def run_log(engine):
+    """The log options of ENGINE and the peer, set back to the peer's defaults afterwards (they are global)."""
+    yield
+    for og in (engine, peer):
+        og.set_log_callback(None)
+        og.set_log_options(enabled=False, filename="", ansi_tags=True, warning=True, value_stats=True,
+                           **{name: False for name in EVERY_ENTRY})
+
+
+def comparable(log: str) -> str:
+    """LOG with the digits of float values and their statistics masked: two engines' floats may differ in
+    their last digits (and so in which of two near-equal values is the minimum), everything else may not."""
+    lines, floats = [], False
+    for line in log.split("\n"):
+        if "Type: " in line:
+            floats = "float" in line
+        if "value_stats" in line or "model_logits" in line or ("Values[" in line and floats):
+            line = re.sub(r"-?\d+(\.\d+)?(e[-+]\d+)?|-?inf|-?nan", "#", line)
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def logged_run(og, folder, prompt=((0, 0, 0, 52),), max_length=7, **options) -> list[str]:
+    """What OG's run log passes to a callback over a greedy run on FOLDER with log OPTIONS."""
+    lines = []
+    og.set_log_callback(lines.append)
+    logged_greedy_run(og, folder, prompt, max_length, **options)
+    og.set_log_callback(None)
+    return lines
+
+
+def logged_greedy_run(og, folder, prompt=((0, 0, 0, 52),), max_length=7, **options) -> None:
+    """A greedy run on FOLDER with log OPTIONS, logged wherever OG's log goes now."""
+    og.set_log_options(**{"enabled": True, **options})
+    greedy_tokens(og, og.Model(str(folder)), [list(row) for row in prompt], max_length)
+    og.set_log_options(enabled=False)
+
+
+def test_log_callback_gets_the_peers_generate_next_token_entries(engine, run_log):
+    """The peer's test_log_callback, and what the callback gets: one call per line."""
+    ours, theirs = (logged_run(og, GPT2, generate_next_token=True) for og in (engine, peer))
+    assert ours == theirs
+    assert ours[0].startswith("\x1b[1m\x1b[44m  generate_next_token  \x1b[0m \x1b[32mdo_sample: ")
+
+
+@pytest.mark.parametrize("folder, prompt", [(GPT2, [[0, 0, 0, 52]]), (LLAMA, [[0, 0, 0, 52], [7, 9, 0, 0]])],
+                         ids=["gpt2", "llama-batch-2"])
+def test_every_entry_is_the_peers(engine, run_log, folder, prompt):
+    """Every kind of entry, with and without ANSI tags: the same lines as the peer's, floats aside."""
+    for ansi_tags in (True, False):
+        ours, theirs = (logged_run(og, folder, prompt=prompt, ansi_tags=ansi_tags, **EVERY_ENTRY)
+                        for og in (engine, peer))
+        assert comparable("".join(ours)) == comparable("".join(theirs))
+
+
+def test_hit_eos_is_logged_as_by_the_peer(engine, run_log, tmp_path):
+    """A row that generates EOS: the copy's EOS is the token the model generates first."""
+    copy = shutil.copytree(GPT2, tmp_path / "model")
+    first = greedy_tokens(peer, peer.Model(str(GPT2)), [[0, 0, 0, 52]], 5)[0][4]
+    config = json.loads((copy / "genai_config.json").read_text())
+    config["model"]["eos_token_id"] = first
+    (copy / "genai_config.json").write_text(json.dumps(config))
+    ours, theirs = (logged_run(og, copy, ansi_tags=False, hit_eos=True, hit_max_length=True) for og in (engine, peer))
+    assert ours == theirs == ["  hit_eos   EOS seen on batch 0\n"]
+
+
+def test_a_warning_is_logged_as_by_the_peer(engine, run_log):
+    """The peer's one warning a CPU run can give: a shared buffer asked for with beam search."""
+    logs = []
+    for og in (engine, peer):
+        lines = []
+        og.set_log_callback(lines.append)
+        og.set_log_options(enabled=True, ansi_tags=False)
+        model = og.Model(str(LLAMA))
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=8, num_beams=2, past_present_share_buffer=True)
+        og.Generator(model, params).append_tokens(np.array(PROMPT, dtype=np.int32))
+        logs.append(lines)
+    assert logs[0] == logs[1]
+    assert logs[0][0].startswith("  warning   past_present_share_buffer search option set to true")
+
+
+def test_log_filename_replaces_the_callback(engine, run_log, tmp_path):
+    """The peer's test_log_filename: a file named after a callback is set takes the entries; the callback
+    gets none. The files hold what the peer's holds."""
+    contents = []
+    for og, name in ((engine, "ours.txt"), (peer, "theirs.txt")):
+        called = []
+        og.set_log_callback(called.append)
+        og.set_log_options(filename=str(tmp_path / name))
+        logged_greedy_run(og, GPT2, generate_next_token=True, append_next_tokens=True)
+        og.set_log_options(filename=str(tmp_path / "other.txt"))  # closes the first file
+        assert (tmp_path / name).stat().st_size > 0
+        assert called == []
+        contents.append((tmp_path / name).read_text())
+    assert contents[0] == contents[1]
+
+
+def test_the_log_goes_to_stderr_unless_told_otherwise(engine, run_log, capfd):
+    """No file, no callback: stderr (the peer's std::cerr, file descriptor 2)."""
+    written = []
+    for og in (engine, peer):
+        logged_greedy_run(og, GPT2, max_length=6, ansi_tags=False, hit_max_length=True)
+        written.append(capfd.readouterr().err)
+    assert written[0] == written[1] == "  hit_max_length   greedy cpu hit\n"
+
+
+def test_nothing_is_logged_unless_enabled(engine, run_log):
+    assert logged_run(engine, GPT2, enabled=False, **EVERY_ENTRY) == logged_run(peer, GPT2, enabled=False) == []
