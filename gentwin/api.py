@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from gentwin import model_check, search_options
+from gentwin import draft, model_check, search_options
 from gentwin import logging_options as run_log
 from gentwin.adapters import Adapters
 from gentwin.config import ConfigError, GenaiConfig, load_config
@@ -130,9 +130,11 @@ class Model:
     def __init__(self, config_or_path):
         self._config = config_or_path if isinstance(config_or_path, Config) else Config(config_or_path)
         self.config: GenaiConfig = self._config.model_config()
+        draft.check_draft_config(self.config)
         self.graph = type(self).load_graph(self.config, self._config)
-        self.extra_inputs = ExtraInputs(input_specs(model_check.read_graph(self.config), self.config.model_path),
-                                        self.config)
+        target = model_check.read_graph(self.config)
+        draft.check_draft_graph(self.config, target)
+        self.extra_inputs = ExtraInputs(input_specs(target, self.config.model_path), self.config)
 
     def generate(self, params: GeneratorParams) -> np.ndarray:
         """0.5-era: run a Generator on params.input_ids to the end; the sequences, one row each, int32.
@@ -254,6 +256,7 @@ class Generator:
         config = model.config
         options = params.generator_options()
         search_options.check_for_generator(options, config.context_length, config.vocab_size)
+        draft.check_draft_generator(config, options)
         self.model, self.options = model, options
         self.batch_size = options["batch_size"]
         rows = self.batch_size * options["num_beams"]

@@ -10,6 +10,7 @@ import shutil
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnxruntime_genai as peer
 import pytest
 
@@ -302,3 +303,79 @@ def test_the_log_goes_to_stderr_unless_told_otherwise(engine, run_log, capfd):
 
 def test_nothing_is_logged_unless_enabled(engine, run_log):
     assert logged_run(engine, GPT2, enabled=False, **EVERY_ENTRY) == logged_run(peer, GPT2, enabled=False) == []
+
+
+# -- a draft model (speculative decoding) -----------------------------------------------------------------
+
+
+def with_draft(folder, target, change=lambda model: None):
+    """A copy of FOLDER whose genai_config.json names its own decoder as a draft, then CHANGE(config['model'])."""
+    shutil.copytree(folder, target)
+    config = json.loads((target / "genai_config.json").read_text())
+    config["model"]["draft"] = json.loads(json.dumps(config["model"]["decoder"]))
+    change(config["model"])
+    (target / "genai_config.json").write_text(json.dumps(config))
+    return str(target)
+
+
+def set_in(section: str, key: str, value):
+    return lambda model: model[section].__setitem__(key, value)
+
+
+def small_vocabulary_draft(folder):
+    """The draft's model file: the target's graph with its logits cut to the first 7 tokens."""
+    model = onnx.load(folder / "model.onnx", load_external_data=False)
+    for node in model.graph.node:
+        node.output[:] = ["logits_full" if name == "logits" else name for name in node.output]
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(np.array([value], np.int64), name)
+                                   for name, value in (("cut_start", 0), ("cut_end", 7), ("cut_axis", 2)))
+    model.graph.node.append(onnx.helper.make_node("Slice", ["logits_full", "cut_start", "cut_end", "cut_axis"],
+                                                  ["logits"]))
+    logits = next(value for value in model.graph.output if value.name == "logits")
+    logits.type.tensor_type.shape.dim[-1].dim_value = 7
+    onnx.save(model, folder / "draft.onnx")
+
+
+DRAFT_REFUSALS = {
+    "no filename": lambda model: model["draft"].pop("filename"),
+    "empty filename": set_in("draft", "filename", ""),
+    "another provider": set_in("draft", "session_options", {"provider_options": [{"cuda": {}}]}),
+    "a sliding cache": set_in("draft", "sliding_window", {"window_size": 4}),
+    "lfm2 layers": set_in("draft", "layer_types", ["full_attention", "full_attention"]),
+    "a pipeline": set_in("draft", "pipeline", [{"part": {"filename": "model.onnx"}}]),
+}
+
+
+@pytest.mark.parametrize("change", DRAFT_REFUSALS.values(), ids=DRAFT_REFUSALS.keys())
+def test_a_draft_the_peer_refuses_is_refused_in_its_words(engine, change, tmp_path):
+    folder = with_draft(LLAMA, tmp_path / "model", change)
+    assert raised(lambda: peer.Model(folder)) in raised(lambda: engine.Model(folder))
+
+
+def test_a_draft_of_another_vocabulary_is_refused_in_the_peers_words(engine, tmp_path):
+    folder = with_draft(LLAMA, tmp_path / "model", set_in("draft", "filename", "draft.onnx"))
+    small_vocabulary_draft(tmp_path / "model")
+    message = raised(lambda: peer.Model(folder))
+    assert message.startswith("Target and draft logit dimensions don't match. Target vocab: 1024, Draft vocab: 7")
+    assert message in raised(lambda: engine.Model(folder))
+
+
+@pytest.mark.parametrize("options", [{"batch_size": 2}, {"num_beams": 2}, {"no_repeat_ngram_size": 2}],
+                         ids=["batch", "beams", "no-repeat-ngrams"])
+def test_search_options_speculative_decoding_refuses_are_refused_in_the_peers_words(engine, options, tmp_path):
+    folder = with_draft(LLAMA, tmp_path / "model")
+    messages = []
+    for og in (engine, peer):
+        model = og.Model(folder)
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=10, **options)
+        messages.append(raised(lambda: og.Generator(model, params)))
+    assert messages[0] == messages[1]
+
+
+def test_a_draft_the_peer_takes_is_checked_then_refused_as_not_implemented(engine, tmp_path):
+    folder = with_draft(LLAMA, tmp_path / "model")
+    model = engine.Model(folder)
+    with pytest.raises(RuntimeError, match="does not decode speculatively yet"):
+        engine.Generator(model, engine.GeneratorParams(model))
+    assert greedy_tokens(peer, peer.Model(folder))  # the peer runs it
