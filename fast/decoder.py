@@ -100,9 +100,11 @@ def execution_providers(provider_config) -> list:
 class Graph:
     """model.onnx in an InferenceSession, with its input and output types and the device of its buffers."""
 
-    def __init__(self, session: ort.InferenceSession, device: Device, takes_chunks_over_past: bool):
+    def __init__(self, session: ort.InferenceSession, device: Device, takes_chunks_over_past: bool,
+                 prunes_logits: bool):
         self.session, self.device = session, device
         self.takes_chunks_over_past = takes_chunks_over_past  # see position_inputs.takes_chunks_over_past
+        self.prunes_logits = prunes_logits                    # see position_inputs.prunes_logits
         self.input_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_inputs()}
         self.input_shapes = {value.name: tuple(value.shape) for value in session.get_inputs()}
         self.output_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_outputs()}
@@ -113,6 +115,7 @@ def load_graph(config, provider_config) -> Graph:
     proto = model_check.read_graph(config)
     model_check.check_against_config(config, proto)
     chunks = position_inputs.takes_chunks_over_past(proto.graph)
+    pruned = position_inputs.prunes_logits(proto.graph, config.decoder.output_names["logits"])
     providers = execution_providers(provider_config)
     options = session_options(config.decoder.session_options)
     if not chunks:
@@ -131,8 +134,8 @@ def load_graph(config, provider_config) -> Graph:
         raise ConfigError(f"cannot load {config.model_path} in onnxruntime: {error}") from error
     provider, provider_options = providers[0]
     if provider == PROVIDERS["cuda"]:
-        return Graph(session, Device("cuda", int(provider_options["device_id"])), chunks)
-    return Graph(session, Device("cpu"), chunks)
+        return Graph(session, Device("cuda", int(provider_options["device_id"])), chunks, pruned)
+    return Graph(session, Device("cpu"), chunks, pruned)
 
 
 class DecoderState(CachedState):
@@ -166,10 +169,11 @@ class DecoderState(CachedState):
 
     def _bind_logits(self, new_tokens: int) -> None:
         vocab = self.config.vocab_size
-        shape = (self.rows, new_tokens, vocab)
+        positions = 1 if self.graph.prunes_logits else new_tokens
+        shape = (self.rows, positions, vocab)
         if self.logits is not None and self.logits.shape == shape:
             return
-        size = self.rows * new_tokens * vocab
+        size = self.rows * positions * vocab
         if self.logits_buffer is None or self.logits_buffer.size < size:
             self.logits_buffer = self.device.zeros(size, self.graph.output_types[self.logits_name])
         self.logits = self.logits_buffer[:size].reshape(shape)                             # [R, S, V]

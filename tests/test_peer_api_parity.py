@@ -379,3 +379,56 @@ def test_a_draft_the_peer_takes_is_checked_then_refused_as_not_implemented(engin
     with pytest.raises(RuntimeError, match="does not decode speculatively yet"):
         engine.Generator(model, engine.GeneratorParams(model))
     assert greedy_tokens(peer, peer.Model(folder))  # the peer runs it
+
+
+# -- the peer's n-gram test models: no KV cache, logits maybe pruned to the last position ---------------
+
+
+def cacheless_model(folder, prune_logits: bool) -> str:
+    """The peer's tiny n-gram model (test_n_gram_decoding.py): no layers, no KV cache; the logits are a row
+    of a table chosen by the token, every position's or (PRUNE_LOGITS) the last position's only, [B, 1, V]."""
+    table = np.full((10, 10), -20.0, dtype=np.float32)      # token t is followed by (t + 1) % 9, 1 by 2
+    table[np.arange(10), (np.arange(10) + 1) % 9] = 20.0
+    table[1, :], table[1, 2] = -20.0, 20.0
+    inputs = [onnx.helper.make_tensor_value_info("input_ids", onnx.TensorProto.INT32, ["batch", "sequence"]),
+              onnx.helper.make_tensor_value_info("attention_mask", onnx.TensorProto.INT32, ["batch", "total"])]
+    logits = onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT,
+                                                ["batch", 1 if prune_logits else "sequence", 10])
+    nodes = [onnx.helper.make_node("Gather", ["table", "input_ids"], ["every_position"], axis=0)]
+    initializers = [onnx.numpy_helper.from_array(table, "table")]
+    if prune_logits:
+        initializers.append(onnx.numpy_helper.from_array(np.array([-1], np.int64), "last"))
+        nodes.append(onnx.helper.make_node("Gather", ["every_position", "last"], ["logits"], axis=1))
+    else:
+        nodes.append(onnx.helper.make_node("Identity", ["every_position"], ["logits"]))
+    graph = onnx.helper.make_graph(nodes, "cacheless", inputs, [logits], initializers)
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    model.ir_version = 10
+    folder.mkdir()
+    onnx.save(model, folder / "model.onnx")
+    decoder = {"filename": "model.onnx", "head_size": 1, "hidden_size": 1, "num_attention_heads": 1,
+               "num_key_value_heads": 1, "num_hidden_layers": 0,
+               "inputs": {"input_ids": "input_ids", "attention_mask": "attention_mask"}, "outputs": {"logits": "logits"}}
+    config = {"model": {"type": "llama", "vocab_size": 10, "context_length": 64, "bos_token_id": 0,
+                        "eos_token_id": [9], "pad_token_id": 0, "decoder": decoder}, "search": {"max_length": 64}}
+    (folder / "genai_config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+@pytest.mark.parametrize("prune_logits", [False, True], ids=["every-position", "pruned"])
+@pytest.mark.parametrize("prompt", [[[1, 4, 2, 4, 3, 4, 1]], [[3, 4, 5, 6], [2, 7, 0, 0]]], ids=["one", "padded"])
+def test_a_model_without_kv_cache_generates_what_the_peer_does(engine, prune_logits, prompt, tmp_path):
+    folder = cacheless_model(tmp_path / "model", prune_logits)
+    results = []
+    for og in (engine, peer):
+        model = og.Model(folder)
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=12, batch_size=len(prompt))
+        generator = og.Generator(model, params)
+        generator.append_tokens(np.array(prompt, dtype=np.int32))
+        logits = generator.get_logits()
+        while not generator.is_done():
+            generator.generate_next_token()
+        results.append(([generator.get_sequence(row).tolist() for row in range(len(prompt))], logits))
+    assert results[0][0] == results[1][0]
+    np.testing.assert_array_equal(results[0][1], results[1][1])
