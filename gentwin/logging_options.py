@@ -96,16 +96,20 @@ def set_log_options(**options) -> None:
                 raise TypeError(f"log option {name!r} takes a str, got {value!r}")
         else:
             raise GentwinError(f"unknown log option {name!r}; known: {', '.join(FLAG_OPTIONS + STRING_OPTIONS)}")
-    log_options.update(options)
-    if "filename" in options:
+    if "filename" in options:  # first: a file that cannot be opened leaves every option as it was
         _set_file(options["filename"])
+    log_options.update(options)
 
 
 def _set_file(filename: str) -> None:
     """A file replaces the callback, as in the peer. No file closes the one open: stderr again, unless a
     callback is set."""
     if filename:
-        _replace_handler(logging.FileHandler(filename, mode="w", encoding="utf-8"))
+        try:
+            handler = logging.FileHandler(filename, mode="w", encoding="utf-8")
+        except OSError as error:
+            raise GentwinError(f"set_log_options: cannot open the log file {filename!r}: {error}") from error
+        _replace_handler(handler)
     elif isinstance(_destination(), logging.FileHandler):
         _replace_handler(StderrHandler())
 

@@ -432,3 +432,18 @@ def test_a_model_without_kv_cache_generates_what_the_peer_does(engine, prune_log
         results.append(([generator.get_sequence(row).tolist() for row in range(len(prompt))], logits))
     assert results[0][0] == results[1][0]
     np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def test_a_log_file_that_cannot_be_opened_is_refused(engine, run_log, tmp_path):
+    """The peer accepts it and writes nowhere; gentwin says so, and changes no option."""
+    peer.set_log_options(filename=str(tmp_path / "no-such-folder" / "log.txt"))
+    lines = []
+    engine.set_log_callback(lines.append)
+    engine.set_log_options(hit_max_length=True)
+    with pytest.raises(RuntimeError, match="cannot open the log file"):
+        engine.set_log_options(enabled=True, filename=str(tmp_path / "no-such-folder" / "log.txt"))
+    greedy_tokens(engine, engine.Model(str(GPT2)))
+    assert lines == []  # still not enabled, and the callback still set
+    engine.set_log_options(enabled=True)
+    greedy_tokens(engine, engine.Model(str(GPT2)))
+    assert lines == ["\x1b[1m\x1b[44m  hit_max_length  \x1b[0m greedy cpu hit\n"]
