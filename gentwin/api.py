@@ -297,9 +297,8 @@ class Generator:
             # a hole in its KV cache (see README, "Differences"); gentwin runs it first.
             self._compute_logits()
         self.sequences.append_prompt(tokens)
-        if run_log.wanted("append_next_tokens"):  # the peer appends a prompt one position at a time
-            for column in tokens.T:
-                run_log.write_tokens("append_next_tokens", column)
+        if run_log.wanted("append_next_tokens"):
+            self._log_prompt(tokens)
         self.logits = self._run(tokens)                                          # [R, V]
         self.fed_length = self.sequences.length
         self.next_tokens = tokens[:, -1].copy()
@@ -324,6 +323,16 @@ class Generator:
         if self.sequences.length == self.sequences.max_length and run_log.wanted("hit_max_length"):
             search = "beam" if self.options["num_beams"] > 1 else "greedy"
             run_log.write("hit_max_length", f"{search} {self.model.device_type.lower()} hit")
+
+    def _log_prompt(self, tokens: np.ndarray) -> None:
+        """The peer's greedy search appends a prompt one position at a time, each row's token of it; its beam
+        search appends the prompt once, before the rows are copied to the beams."""
+        beams = self.options["num_beams"]
+        if beams > 1:
+            run_log.write_tokens("append_next_tokens", tokens[::beams].reshape(-1))       # [B * S]
+        else:
+            for column in tokens.T:                                                        # [R] each
+                run_log.write_tokens("append_next_tokens", column)
 
     def _log_search_step(self) -> None:
         options = self.options

@@ -26,9 +26,10 @@ def engine(request):
     return request.param
 
 
-def greedy_tokens(og, model, prompt=PROMPT, max_length=10) -> list[int]:
+def generated_tokens(og, model, prompt=PROMPT, max_length=10, num_beams=1) -> list[int]:
+    """The sequences OG generates on MODEL after PROMPT, greedy (or with NUM_BEAMS beams)."""
     params = og.GeneratorParams(model)
-    params.set_search_options(max_length=max_length, batch_size=len(prompt))
+    params.set_search_options(max_length=max_length, batch_size=len(prompt), num_beams=num_beams)
     generator = og.Generator(model, params)
     generator.append_tokens(np.array(prompt, dtype=np.int32))
     while not generator.is_done():
@@ -59,7 +60,7 @@ def test_a_model_from_memory_generates_what_the_peer_does(engine, folder, wrap, 
         config.add_model_data("model.onnx", data)
         model = og.Model(config)
         config.remove_model_data("model.onnx")  # the Model has read it
-        results.append(greedy_tokens(og, model))
+        results.append(generated_tokens(og, model))
     assert results[0] == results[1]
 
 
@@ -92,7 +93,7 @@ def test_model_data_under_another_name_is_not_read(engine, tmp_path):
     for og in (engine, peer):
         config = og.Config(str(copy))
         config.add_model_data("other.onnx", b"not a model")
-        assert greedy_tokens(og, og.Model(config)) == greedy_tokens(peer, peer.Model(str(GPT2)))
+        assert generated_tokens(og, og.Model(config)) == generated_tokens(peer, peer.Model(str(GPT2)))
     (copy / "model.onnx").unlink()
     config = engine.Config(str(copy))
     with pytest.raises(RuntimeError, match="'model.onnx' named in genai_config.json is missing"):
@@ -112,7 +113,7 @@ def test_the_config_keeps_the_data_alive(engine):
     a reference, so a temporary works."""
     config = engine.Config(str(GPT2))
     config.add_model_data("model.onnx", bytearray((GPT2 / "model.onnx").read_bytes()))
-    assert greedy_tokens(engine, engine.Model(config)) == greedy_tokens(peer, peer.Model(str(GPT2)))
+    assert generated_tokens(engine, engine.Model(config)) == generated_tokens(peer, peer.Model(str(GPT2)))
 
 
 # -- inputs the peer feeds itself -----------------------------------------------------------------------
@@ -142,7 +143,7 @@ def test_preset_inputs_are_fed_as_the_peer_feeds_them(engine, name, tmp_path):
     folder = str(with_extra_input(LLAMA, tmp_path / "model", name))
     prompt = [[5, 17, 3, 9], [2, 8, 8, 4]]
     ours, theirs = engine.Model(folder), peer.Model(folder)
-    assert greedy_tokens(engine, ours, prompt) == greedy_tokens(peer, theirs, prompt)
+    assert generated_tokens(engine, ours, prompt) == generated_tokens(peer, theirs, prompt)
     generators = []
     for og, model in ((engine, ours), (peer, theirs)):
         generator = og.Generator(model, og.GeneratorParams(model))
@@ -216,19 +217,19 @@ def comparable(log: str) -> str:
     return "\n".join(lines)
 
 
-def logged_run(og, folder, prompt=((0, 0, 0, 52),), max_length=7, **options) -> list[str]:
-    """What OG's run log passes to a callback over a greedy run on FOLDER with log OPTIONS."""
+def logged_run(og, folder, prompt=((0, 0, 0, 52),), max_length=7, num_beams=1, **options) -> list[str]:
+    """What OG's run log passes to a callback over a run on FOLDER with log OPTIONS."""
     lines = []
     og.set_log_callback(lines.append)
-    logged_greedy_run(og, folder, prompt, max_length, **options)
+    logged_greedy_run(og, folder, prompt, max_length, num_beams, **options)
     og.set_log_callback(None)
     return lines
 
 
-def logged_greedy_run(og, folder, prompt=((0, 0, 0, 52),), max_length=7, **options) -> None:
-    """A greedy run on FOLDER with log OPTIONS, logged wherever OG's log goes now."""
+def logged_greedy_run(og, folder, prompt=((0, 0, 0, 52),), max_length=7, num_beams=1, **options) -> None:
+    """A greedy run (or a beam search) on FOLDER with log OPTIONS, logged wherever OG's log goes now."""
     og.set_log_options(**{"enabled": True, **options})
-    greedy_tokens(og, og.Model(str(folder)), [list(row) for row in prompt], max_length)
+    generated_tokens(og, og.Model(str(folder)), [list(row) for row in prompt], max_length, num_beams)
     og.set_log_options(enabled=False)
 
 
@@ -239,12 +240,13 @@ def test_log_callback_gets_the_peers_generate_next_token_entries(engine, run_log
     assert ours[0].startswith("\x1b[1m\x1b[44m  generate_next_token  \x1b[0m \x1b[32mdo_sample: ")
 
 
-@pytest.mark.parametrize("folder, prompt", [(GPT2, [[0, 0, 0, 52]]), (LLAMA, [[0, 0, 0, 52], [7, 9, 0, 0]])],
-                         ids=["gpt2", "llama-batch-2"])
-def test_every_entry_is_the_peers(engine, run_log, folder, prompt):
+@pytest.mark.parametrize("folder, prompt, num_beams", [
+    (GPT2, [[0, 0, 0, 52]], 1), (LLAMA, [[0, 0, 0, 52], [7, 9, 0, 0]], 1), (LLAMA, [[5, 17, 3], [8, 9, 0]], 2),
+], ids=["gpt2", "llama-batch-2", "llama-beams"])
+def test_every_entry_is_the_peers(engine, run_log, folder, prompt, num_beams):
     """Every kind of entry, with and without ANSI tags: the same lines as the peer's, floats aside."""
     for ansi_tags in (True, False):
-        ours, theirs = (logged_run(og, folder, prompt=prompt, ansi_tags=ansi_tags, **EVERY_ENTRY)
+        ours, theirs = (logged_run(og, folder, prompt=prompt, num_beams=num_beams, ansi_tags=ansi_tags, **EVERY_ENTRY)
                         for og in (engine, peer))
         assert comparable("".join(ours)) == comparable("".join(theirs))
 
@@ -252,7 +254,7 @@ def test_every_entry_is_the_peers(engine, run_log, folder, prompt):
 def test_hit_eos_is_logged_as_by_the_peer(engine, run_log, tmp_path):
     """A row that generates EOS: the copy's EOS is the token the model generates first."""
     copy = shutil.copytree(GPT2, tmp_path / "model")
-    first = greedy_tokens(peer, peer.Model(str(GPT2)), [[0, 0, 0, 52]], 5)[0][4]
+    first = generated_tokens(peer, peer.Model(str(GPT2)), [[0, 0, 0, 52]], 5)[0][4]
     config = json.loads((copy / "genai_config.json").read_text())
     config["model"]["eos_token_id"] = first
     (copy / "genai_config.json").write_text(json.dumps(config))
@@ -378,7 +380,7 @@ def test_a_draft_the_peer_takes_is_checked_then_refused_as_not_implemented(engin
     model = engine.Model(folder)
     with pytest.raises(RuntimeError, match="does not decode speculatively yet"):
         engine.Generator(model, engine.GeneratorParams(model))
-    assert greedy_tokens(peer, peer.Model(folder))  # the peer runs it
+    assert generated_tokens(peer, peer.Model(folder))  # the peer runs it
 
 
 # -- the peer's n-gram test models: no KV cache, logits maybe pruned to the last position ---------------
@@ -442,8 +444,8 @@ def test_a_log_file_that_cannot_be_opened_is_refused(engine, run_log, tmp_path):
     engine.set_log_options(hit_max_length=True)
     with pytest.raises(RuntimeError, match="cannot open the log file"):
         engine.set_log_options(enabled=True, filename=str(tmp_path / "no-such-folder" / "log.txt"))
-    greedy_tokens(engine, engine.Model(str(GPT2)))
+    generated_tokens(engine, engine.Model(str(GPT2)))
     assert lines == []  # still not enabled, and the callback still set
     engine.set_log_options(enabled=True)
-    greedy_tokens(engine, engine.Model(str(GPT2)))
+    generated_tokens(engine, engine.Model(str(GPT2)))
     assert lines == ["\x1b[1m\x1b[44m  hit_max_length  \x1b[0m greedy cpu hit\n"]
