@@ -13,10 +13,13 @@ outputs), the same mask and position rules (gentwin.position_inputs), the same K
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnxruntime as ort
 
 from gentwin import devices, model_check, position_inputs
+from gentwin import logging_options as run_log
 from gentwin.config import ConfigError
 from gentwin.decoder_state import CachedState, layer_caches
 from gentwin.errors import GentwinError
@@ -45,6 +48,8 @@ OPTIMIZATION_LEVELS = {
     "ORT_ENABLE_EXTENDED": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "ORT_ENABLE_ALL": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+# Where onnxruntime looks for the external data of a model given as bytes (it has no folder of its own).
+EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
 NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
                "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
@@ -95,9 +100,11 @@ def execution_providers(provider_config) -> list:
 class Graph:
     """model.onnx in an InferenceSession, with its input and output types and the device of its buffers."""
 
-    def __init__(self, session: ort.InferenceSession, device: Device, takes_chunks_over_past: bool):
+    def __init__(self, session: ort.InferenceSession, device: Device, takes_chunks_over_past: bool,
+                 prunes_logits: bool):
         self.session, self.device = session, device
         self.takes_chunks_over_past = takes_chunks_over_past  # see position_inputs.takes_chunks_over_past
+        self.prunes_logits = prunes_logits                    # see position_inputs.prunes_logits
         self.input_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_inputs()}
         self.input_shapes = {value.name: tuple(value.shape) for value in session.get_inputs()}
         self.output_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_outputs()}
@@ -108,6 +115,7 @@ def load_graph(config, provider_config) -> Graph:
     proto = model_check.read_graph(config)
     model_check.check_against_config(config, proto)
     chunks = position_inputs.takes_chunks_over_past(proto.graph)
+    pruned = position_inputs.prunes_logits(proto.graph, config.decoder.output_names["logits"])
     providers = execution_providers(provider_config)
     options = session_options(config.decoder.session_options)
     if not chunks:
@@ -115,15 +123,19 @@ def load_graph(config, provider_config) -> Graph:
         # shapes that onnxruntime's buffer planner trusts, then fails a decode step on ("Shape mismatch
         # attempting to re-use buffer", the peer's failure on them); without reuse they run, to the same bits.
         options.enable_mem_reuse = False
+    model = config.model_path
+    if config.model_bytes is not None:  # from memory (Config.add_model_data): external data from the folder
+        model = bytes(config.model_bytes)                 # onnxruntime takes bytes, not other buffers
+        options.add_session_config_entry(EXTERNAL_DATA_FOLDER, os.path.abspath(config.folder))
     try:
-        session = ort.InferenceSession(config.model_path, options, providers=[name for name, _ in providers],
+        session = ort.InferenceSession(model, options, providers=[name for name, _ in providers],
                                        provider_options=[opts for _, opts in providers])
     except Exception as error:  # onnxruntime raises its own exception types for unreadable or invalid models
         raise ConfigError(f"cannot load {config.model_path} in onnxruntime: {error}") from error
     provider, provider_options = providers[0]
     if provider == PROVIDERS["cuda"]:
-        return Graph(session, Device("cuda", int(provider_options["device_id"])), chunks)
-    return Graph(session, Device("cpu"), chunks)
+        return Graph(session, Device("cuda", int(provider_options["device_id"])), chunks, pruned)
+    return Graph(session, Device("cpu"), chunks, pruned)
 
 
 class DecoderState(CachedState):
@@ -157,10 +169,11 @@ class DecoderState(CachedState):
 
     def _bind_logits(self, new_tokens: int) -> None:
         vocab = self.config.vocab_size
-        shape = (self.rows, new_tokens, vocab)
+        positions = 1 if self.graph.prunes_logits else new_tokens
+        shape = (self.rows, positions, vocab)
         if self.logits is not None and self.logits.shape == shape:
             return
-        size = self.rows * new_tokens * vocab
+        size = self.rows * positions * vocab
         if self.logits_buffer is None or self.logits_buffer.size < size:
             self.logits_buffer = self.device.zeros(size, self.graph.output_types[self.logits_name])
         self.logits = self.logits_buffer[:size].reshape(shape)                             # [R, S, V]
@@ -176,11 +189,22 @@ class DecoderState(CachedState):
         for cache in self.caches:
             cache.bind(self.binding, new_tokens)
         self._bind_logits(new_tokens)
+        if run_log.wanted("model_input_values"):
+            self.log_inputs(self._logged_inputs())
         self.graph.session.run_with_iobinding(self.binding)
         for cache in self.caches:
             cache.advance(new_tokens)
+        if self.logs_outputs():
+            self.log_outputs(self.outputs)
         return position_inputs.logits_at_last_tokens(self.logits, input_ids, self.config.pad_token_id,
                                                      self.device.to_device)                        # [R, V]
+
+    def _logged_inputs(self) -> dict:
+        """What the next run is fed, by name, in the peer's order: input_ids, position_ids, attention_mask, the
+        pasts (the views bound), then the extra inputs."""
+        positions = {name: self.inputs[name] for name in self.position_input_names if name in self.inputs}
+        pasts = {name: value for cache in self.caches for name, value in cache.pasts().items()}
+        return {**positions, **pasts, **self.inputs}
 
     @property
     def outputs(self) -> dict:

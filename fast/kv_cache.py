@@ -55,6 +55,10 @@ class SwappedCache:
         self.length += new_tokens
         self.current, self.spare = self.spare, self.current
 
+    def pasts(self) -> dict:
+        """The past tensors the next run reads, by input name (views, for the run log)."""
+        return {name: self._held(flat) for name, flat in zip(self.spec.past_names, self.current)}
+
     def presents(self) -> dict:
         """The last run's present tensors, by output name (views, for get_output)."""
         return {name: self._held(flat) for name, flat in zip(self.spec.present_names, self.current)}

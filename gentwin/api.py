@@ -11,18 +11,20 @@ model on the previous step's tokens if their logits are not computed yet, then p
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 
 import numpy as np
 
-from gentwin import search_options
+from gentwin import draft, model_check, search_options
+from gentwin import logging_options as run_log
 from gentwin.adapters import Adapters
 from gentwin.config import ConfigError, GenaiConfig, load_config
 from gentwin.devices import to_host
 from gentwin.errors import (ArgumentIndexError, ArgumentTypeError, ArgumentValueError, GentwinError, array, integer,
                             shown, text)
-from gentwin.graph_inputs import ExtraInputs, read_input_specs
+from gentwin.graph_inputs import ExtraInputs, input_specs
 from gentwin.sequences import Sequences, check_vocabulary_range, right_padded
 from gentwin.tensors import NamedTensors
 
@@ -34,12 +36,16 @@ class Config:
     peer's does. gentwin.reference accepts and ignores providers (it runs numpy on the CPU); gentwin.fast
     maps them to onnxruntime execution providers. As in the peer, clear_providers empties the list but
     keeps the options set so far, which apply again if the provider is appended again.
+
+    add_model_data gives a model file's bytes, which a Model made from this Config then reads instead of the
+    file (the file need not exist); its external data, if any, is still read from the model folder.
     """
 
     def __init__(self, path: str | os.PathLike):
         if not isinstance(path, (str, os.PathLike)):
             raise ArgumentTypeError(f"Config: the model folder must be a str or os.PathLike path, got {shown(path)}")
-        self.genai = load_config(path)
+        self.genai = load_config(path, model_file_required=False)  # it may come from memory: checked at Model()
+        self.model_data: dict[str, memoryview] = {}  # file name -> bytes given with add_model_data
         self.providers: list[str] = []
         self.provider_options: dict[str, dict[str, str]] = {}
         for provider, options in _configured_providers(self.genai.decoder.session_options):
@@ -61,6 +67,42 @@ class Config:
             text(argument, f"set_provider_option: {name}")
         self.append_provider(provider)
         self.provider_options[provider][key] = value
+
+    def add_model_data(self, filename: str, data: bytes | bytearray | memoryview) -> None:
+        """Load model file FILENAME (as genai_config.json names it) from DATA instead of the model folder.
+
+        DATA is bytes or any 1-D buffer of bytes (bytearray, memoryview, a uint8 numpy array). As in the
+        peer, it is read when a Model is made, not copied here; unlike the peer, this Config keeps DATA
+        alive until remove_model_data, so dropping one's own reference to it is safe."""
+        text(filename, "add_model_data: filename")
+        try:
+            view = memoryview(data)
+        except TypeError:
+            raise ArgumentTypeError(f"add_model_data: Unsupported input type. Expected bytes or buffer. "
+                                    f"(got {shown(data)})") from None
+        if view.format not in ("B", "c") or view.ndim != 1:
+            raise ArgumentTypeError(f"add_model_data: Expected a 1D buffer of uint8_t, got format {view.format!r} "
+                                    f"with {view.ndim} dimension(s)")
+        if not view.c_contiguous:
+            raise ArgumentValueError("add_model_data: the buffer is not contiguous (a strided view); pass its bytes")
+        if view.nbytes == 0:
+            raise ArgumentValueError("add_model_data: Expected a valid model data pointer and length. "
+                                     "Received nullptr or zero length.")
+        if filename in self.model_data:
+            raise GentwinError(f"Model data for '{filename}' was already added previously. "
+                               "If you want to replace it, please remove it first.")
+        self.model_data[filename] = view
+
+    def remove_model_data(self, filename: str) -> None:
+        """Forget the bytes add_model_data gave for FILENAME; Models already made keep what they loaded."""
+        text(filename, "remove_model_data: filename")
+        if filename not in self.model_data:
+            raise GentwinError(f"Model data for '{filename}' was not found.")
+        del self.model_data[filename]
+
+    def model_config(self) -> GenaiConfig:
+        """The configuration a Model made now reads: with the decoder's bytes where add_model_data gave them."""
+        return dataclasses.replace(self.genai, model_bytes=self.model_data.get(self.genai.decoder.filename))
 
 
 def _configured_providers(session_options: dict) -> list[tuple[str, dict]]:
@@ -87,9 +129,12 @@ class Model:
 
     def __init__(self, config_or_path):
         self._config = config_or_path if isinstance(config_or_path, Config) else Config(config_or_path)
-        self.config: GenaiConfig = self._config.genai
+        self.config: GenaiConfig = self._config.model_config()
+        draft.check_draft_config(self.config)
         self.graph = type(self).load_graph(self.config, self._config)
-        self.extra_inputs = ExtraInputs(read_input_specs(self.config.model_path), self.config)
+        target = model_check.read_graph(self.config)
+        draft.check_draft_graph(self.config, target)
+        self.extra_inputs = ExtraInputs(input_specs(target, self.config.model_path), self.config)
 
     def generate(self, params: GeneratorParams) -> np.ndarray:
         """0.5-era: run a Generator on params.input_ids to the end; the sequences, one row each, int32.
@@ -211,10 +256,14 @@ class Generator:
         config = model.config
         options = params.generator_options()
         search_options.check_for_generator(options, config.context_length, config.vocab_size)
+        draft.check_draft_generator(config, options)
         self.model, self.options = model, options
         self.batch_size = options["batch_size"]
         rows = self.batch_size * options["num_beams"]
         share_buffer = options["past_present_share_buffer"] and options["num_beams"] == 1
+        if options["past_present_share_buffer"] and not share_buffer and run_log.wanted("warning"):
+            run_log.write("warning", "past_present_share_buffer search option set to true, but has been disabled "
+                                     "due to the current configuration. See https://aka.ms/generate_config for details")
         self.state = model.DecoderState(model.graph, config, self.batch_size, options["num_beams"],
                                         options["max_length"], share_buffer)
         self.search = model.Search(options, config)
@@ -241,16 +290,15 @@ class Generator:
         if self.sequences.length + tokens.shape[1] > self.sequences.max_length:
             raise GentwinError(f"appending {tokens.shape[1]} tokens to a sequence of length {self.sequences.length} "
                                f"exceeds max_length ({self.sequences.max_length})")
-        missing = self.model.extra_inputs.missing(set(self.state.extra_inputs))
-        if missing:
-            raise GentwinError(f"the model needs input(s) {', '.join(missing)}, which have no default: "
-                               "set them with set_model_input before append_tokens")
+        self.model.extra_inputs.check_runnable(set(self.model_inputs).union(*self.adapter_parameters))
         self.state.check_run(tokens)
         if self.fed_length < self.sequences.length:
             # The last generated token has not been through the model yet. The peer skips it here and leaves
             # a hole in its KV cache (see README, "Differences"); gentwin runs it first.
             self._compute_logits()
         self.sequences.append_prompt(tokens)
+        if run_log.wanted("append_next_tokens"):
+            self._log_prompt(tokens)
         self.logits = self._run(tokens)                                          # [R, V]
         self.fed_length = self.sequences.length
         self.next_tokens = tokens[:, -1].copy()
@@ -265,9 +313,33 @@ class Generator:
                                "append_tokens to continue, or rewind_to")
         logits = self._compute_logits()
         self.logits = None
+        if run_log.wanted("generate_next_token"):
+            self._log_search_step()
         self.next_tokens, row_order = self.search.advance(logits, self.sequences)  # [R], [R] or None
         if row_order is not None:
             self.state.reorder(row_order)
+        if run_log.wanted("append_next_tokens"):
+            run_log.write_tokens("append_next_tokens", self.next_tokens)
+        if self.sequences.length == self.sequences.max_length and run_log.wanted("hit_max_length"):
+            search = "beam" if self.options["num_beams"] > 1 else "greedy"
+            run_log.write("hit_max_length", f"{search} {self.model.device_type.lower()} hit")
+
+    def _log_prompt(self, tokens: np.ndarray) -> None:
+        """The peer's greedy search appends a prompt one position at a time, each row's token of it; its beam
+        search appends the prompt once, before the rows are copied to the beams."""
+        beams = self.options["num_beams"]
+        if beams > 1:
+            run_log.write_tokens("append_next_tokens", tokens[::beams].reshape(-1))       # [B * S]
+        else:
+            for column in tokens.T:                                                        # [R] each
+                run_log.write_tokens("append_next_tokens", column)
+
+    def _log_search_step(self) -> None:
+        options = self.options
+        run_log.write("generate_next_token", "".join(
+            f"{run_log.green(name + ': ')}{run_log.number(options[name])} "
+            for name in ("do_sample", "top_k", "top_p", "temperature"))
+            + f"{run_log.cyan('sequence length: ')}{self.sequences.length}")
 
     def _compute_logits(self) -> np.ndarray:
         """The logits of the next choice: run the model on the tokens the KV cache does not hold yet."""
@@ -294,9 +366,13 @@ class Generator:
         them one at a time; get_output then holds the last token's outputs only.
         """
         if self.fed_length == 0 or tokens.shape[1] == 1 or self.model.graph.takes_chunks_over_past:
-            return self.state.run(tokens)
-        for column in range(tokens.shape[1]):
-            logits = self.state.run(tokens[:, column : column + 1])               # [R, V]
+            logits = self.state.run(tokens)                                       # [R, V]
+        else:
+            for column in range(tokens.shape[1]):
+                logits = self.state.run(tokens[:, column : column + 1])           # [R, V]
+        if run_log.wanted("model_logits"):
+            run_log.write_values("model_logits", to_host(logits))
+            run_log.write_line("")
         return logits
 
     def is_done(self) -> bool:
@@ -387,8 +463,9 @@ class Generator:
         self._update_extra_inputs()
 
     def _update_extra_inputs(self) -> None:
-        """What the decoder state feeds besides its own inputs: model inputs, then adapters over them."""
-        extra = dict(self.model_inputs)
+        """What the decoder state feeds besides its own inputs: the peer's presets, model inputs over them,
+        then adapters over those."""
+        extra = {**self.model.extra_inputs.presets(), **self.model_inputs}
         for parameters in self.adapter_parameters:
             extra.update(parameters)
         self.state.extra_inputs = extra

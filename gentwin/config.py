@@ -171,6 +171,7 @@ class GenaiConfig:
     decoder: DecoderConfig
     search: dict
     raw: dict
+    model_bytes: memoryview | None = field(default=None, repr=False)  # the decoder's bytes, from add_model_data
 
     @property
     def model_path(self) -> str:
@@ -301,8 +302,10 @@ def _parse_search(search: dict, context_length: int) -> dict:
     return options
 
 
-def load_config(folder: str) -> GenaiConfig:
-    """Read FOLDER/genai_config.json; raise ConfigError naming whatever is missing or wrong."""
+def load_config(folder: str, model_file_required: bool = True) -> GenaiConfig:
+    """Read FOLDER/genai_config.json; raise ConfigError naming whatever is missing or wrong. The model file
+    it names must be there too, unless MODEL_FILE_REQUIRED is False (its bytes may come from memory:
+    api.Config.add_model_data)."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise ConfigError(f"model folder not found: {folder!r}")
@@ -333,6 +336,12 @@ def load_config(folder: str) -> GenaiConfig:
         search=_parse_search(raw.get("search", {}), context_length),
         raw=raw,
     )
-    if not os.path.isfile(config.model_path):
-        raise ConfigError(f"model file {decoder.filename!r} named in genai_config.json is missing from {folder!r}")
+    if model_file_required:
+        check_model_file(config)
     return config
+
+
+def check_model_file(config: GenaiConfig) -> None:
+    if not os.path.isfile(config.model_path):
+        raise ConfigError(f"model file {config.decoder.filename!r} named in genai_config.json is missing from "
+                          f"{config.folder!r}")

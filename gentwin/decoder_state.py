@@ -25,8 +25,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from gentwin import logging_options as run_log
 from gentwin import position_inputs
 from gentwin.config import CONV_LAYER, WINDOWED_KV_LAYER
+from gentwin.devices import to_host
 from gentwin.errors import GentwinError
 from gentwin.position_inputs import PositionInputs
 
@@ -113,7 +115,8 @@ class CachedState:
     def __init__(self, graph, config, batch_size: int, num_beams: int, share_buffer: bool):
         self.graph, self.config = graph, config
         names = config.decoder.input_names
-        self.position_input_names = names["input_ids"], names["attention_mask"], names["position_ids"]
+        # in the peer's order, which its run log shows
+        self.position_input_names = names["input_ids"], names["position_ids"], names["attention_mask"]
         self.positions = PositionInputs(config.pad_token_id, batch_size)
         self.windowed = any(layer_kind == WINDOWED_KV_LAYER for layer_kind in map(
             config.decoder.layer_kind, config.decoder.attention_layers))
@@ -124,8 +127,29 @@ class CachedState:
         """input_ids, attention_mask and position_ids (gentwin.position_inputs) for a run on INPUT_IDS [R, S],
         those the graph takes, by name."""
         mask, positions = self.positions.next(input_ids)                                    # [R, T], [R, S]
-        feeds = dict(zip(self.position_input_names, (input_ids, mask, positions)))
+        feeds = dict(zip(self.position_input_names, (input_ids, positions, mask)))
         return {name: value for name, value in feeds.items() if name in self.graph.input_types}
+
+    @staticmethod
+    def log_inputs(inputs: dict) -> None:
+        """The run log's entry of the tensors a run is about to be fed (set_log_options model_input_values)."""
+        if run_log.wanted("model_input_values"):
+            run_log.write_tensors("model_input_values", {name: to_host(value) for name, value in inputs.items()}, True)
+
+    @staticmethod
+    def logs_outputs() -> bool:
+        return run_log.wanted("model_output_shapes") or run_log.wanted("model_output_values")
+
+    def log_outputs(self, outputs: dict) -> None:
+        """The run log's entries of a run's outputs: their shapes (model_output_shapes, which the peer writes
+        before the run, from the buffers it binds) and their values (model_output_values), in the peer's
+        order: the logits, each layer's presents, then the rest."""
+        first = [self.config.decoder.output_names["logits"],
+                 *(name for cache in self.caches for name in cache.spec.present_names)]
+        ordered = {name: to_host(outputs[name]) for name in [*first, *outputs] if name in outputs}
+        for option, with_values in (("model_output_shapes", False), ("model_output_values", True)):
+            if run_log.wanted(option):
+                run_log.write_tensors(option, ordered, with_values)
 
     def check_run(self, input_ids: np.ndarray) -> None:
         """Raise, before anything changes, if the caches cannot take a run on INPUT_IDS [R, S]: a windowed KV

@@ -5,7 +5,9 @@ genai_config.json names them. Any other input of model.onnx is an *extra* input,
 with `set_model_input`, or as the parameters of an active LoRA adapter. An extra input that has an
 initializer of the same name has a default (onnxruntime uses the initializer unless the input is fed;
 Olive's LoRA inputs default to empty, rank-0 tensors this way), so feeding it is optional; one without a
-default must be fed before the model first runs.
+default must be fed before the model first runs, but for the few the peer feeds itself when the program
+does not (its PresetExtraInputs): `num_logits_to_keep`, and any `onnx::Neg_*` input (torch's export of
+the same argument), both an int64 [1] holding 0, which asks for every position's logits.
 
 Both engines read the declarations here, from model.onnx without its weights, so a value one engine
 accepts the other accepts too, and a bad one is refused before any state changes, with its name.
@@ -20,6 +22,16 @@ import onnx
 
 from gentwin.config import ConfigError, GenaiConfig
 from gentwin.errors import ArgumentTypeError, GentwinError, array, text
+
+
+PRESET_NAME, PRESET_PREFIX = "num_logits_to_keep", "onnx::Neg_"
+
+
+def preset_value(name: str) -> np.ndarray | None:
+    """What the peer feeds input NAME when nobody else does, or None if it feeds nothing."""
+    if name == PRESET_NAME or name.startswith(PRESET_PREFIX):
+        return np.zeros(1, dtype=np.int64)                                                   # [1]
+    return None
 
 
 class ModelInputError(GentwinError):
@@ -103,9 +115,27 @@ class ExtraInputs:
             raise ModelInputError(f"{source}: input {spec.describe()} cannot take an array of shape {given.shape}")
         return np.array(given, order="C", copy=True)
 
-    def missing(self, fed: set[str]) -> list[str]:
-        """The extra inputs without a default that FED leaves out: the model cannot run without them."""
-        return sorted(name for name, spec in self.specs.items() if not spec.has_default and name not in fed)
+    def presets(self) -> dict[str, np.ndarray]:
+        """The values the generator feeds, as the peer does, to the extra inputs without a default that it
+        knows (preset_value), by name; the program's own values (set_model_input) replace them."""
+        values = {name: preset_value(name) for name, spec in self.specs.items() if not spec.has_default}
+        return {name: value for name, value in values.items() if value is not None}
+
+    def check_runnable(self, fed: set[str]) -> None:
+        """Raise, before the model first runs, if an extra input without a default is neither in FED nor
+        preset, or a preset one is not declared int64 (the peer's run then fails in onnxruntime)."""
+        presets = self.presets()
+        for name in sorted(presets):
+            if name not in fed and self.specs[name].dtype != np.int64:
+                raise ModelInputError(f"Unexpected input data type. Actual: (tensor(int64)) , expected: "
+                                      f"(tensor({self.specs[name].dtype})): input {name!r} is fed by the generator "
+                                      "as onnxruntime-genai feeds it, an int64 [1] holding 0; feed it with "
+                                      "set_model_input to give it another type")
+        missing = sorted(name for name, spec in self.specs.items()
+                         if not spec.has_default and name not in fed and name not in presets)
+        if missing:
+            raise ModelInputError(f"Missing Input: {missing[0]} (the model needs input(s) {', '.join(missing)}, "
+                                  "which have no default: set them with set_model_input before append_tokens)")
 
     def listing(self) -> str:
         return ", ".join(spec.describe() for spec in self.specs.values()) or "none"

@@ -22,23 +22,32 @@ import os
 
 import onnx
 
-from gentwin.config import DEFAULT_INPUT_NAMES, ConfigError, DecoderConfig, GenaiConfig
+from gentwin.config import DEFAULT_INPUT_NAMES, ConfigError, DecoderConfig, GenaiConfig, check_model_file
 from gentwin.graph_inputs import declared_shape, input_specs
 
 GENERATOR_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 
 def read_graph(config: GenaiConfig) -> onnx.ModelProto:
-    """model.onnx without its external data; ConfigError if the file is empty or holds no ONNX graph."""
+    """model.onnx without its external data, from the file or from the bytes given with
+    Config.add_model_data; ConfigError if there is neither, or they are empty or hold no ONNX graph."""
     path = config.model_path
+    if config.model_bytes is not None:
+        return _parsed(lambda: onnx.ModelProto.FromString(config.model_bytes),
+                       f"{path} (from memory: Config.add_model_data)")
+    check_model_file(config)
     if os.path.getsize(path) == 0:
         raise ConfigError(f"cannot load {path}: the file is empty")
+    return _parsed(lambda: onnx.load(path, load_external_data=False), path)
+
+
+def _parsed(load, source: str) -> onnx.ModelProto:
     try:
-        proto = onnx.load(path, load_external_data=False)
+        proto = load()
     except Exception as error:  # onnx raises several types for a corrupt or truncated file
-        raise ConfigError(f"cannot load {path}: {error}") from error
+        raise ConfigError(f"cannot load {source}: {error}") from error
     if not proto.HasField("graph"):
-        raise ConfigError(f"cannot load {path}: it holds no ONNX graph")
+        raise ConfigError(f"cannot load {source}: it holds no ONNX graph")
     return proto
 
 

@@ -28,11 +28,19 @@ def last_real_token_index(input_ids: np.ndarray, pad_token_id: int) -> np.ndarra
 
 def logits_at_last_tokens(logits, input_ids: np.ndarray, pad_token_id: int, to_device=np.asarray):
     """LOGITS [R, S, V] of a run on INPUT_IDS [R, S], read at each row's last real token: [R, V] float32,
-    a copy, where LOGITS are (TO_DEVICE moves the host indices there)."""
-    if input_ids.shape[1] == 1:
+    a copy, where LOGITS are (TO_DEVICE moves the host indices there). A graph that prunes its logits
+    (prunes_logits) gives [R, 1, V], the last position's, which are read as they are, as by the peer."""
+    if logits.shape[1] == 1:
         return logits[:, 0, :].astype(np.float32)                            # [R, V]
     last = last_real_token_index(input_ids, pad_token_id)                   # [R]
     return logits[to_device(np.arange(len(last))), to_device(last), :].astype(np.float32)  # [R, V]
+
+
+def prunes_logits(graph, logits_name: str) -> bool:
+    """Whether GRAPH declares its logits [B, 1, V]: the last position's only, whatever the run's length (the
+    builder's prune_lm_head; the peer's Model::IsPruned reads the same declared dimension)."""
+    shape = next((value.type.tensor_type.shape.dim for value in graph.output if value.name == logits_name), [])
+    return len(shape) == 3 and shape[1].HasField("dim_value") and shape[1].dim_value == 1
 
 
 def first_run_inputs(input_ids: np.ndarray, pad_token_id: int, batch_size: int):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gentwin import logging_options as run_log
 from gentwin.errors import ArgumentValueError
 
 
@@ -54,7 +55,11 @@ class Sequences:
         self.finished[:] = False
 
     def append_generated(self, tokens: np.ndarray) -> None:
-        self.finished |= (tokens[:, None] == self.eos_token_ids).any(axis=1)  # [R]
+        finished = self.finished | (tokens[:, None] == self.eos_token_ids).any(axis=1)  # [R]
+        if run_log.wanted("hit_eos"):
+            for row in np.flatnonzero(finished & ~self.finished):
+                run_log.write("hit_eos", f"EOS seen on batch {row}")
+        self.finished = finished
         if not self.all_finished:
             self.tokens[:, self.length] = tokens
             self.length += 1

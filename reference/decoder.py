@@ -161,7 +161,9 @@ class DecoderState(CachedState):
             feeds.update(cache.feeds())
         feeds.update(self.extra_inputs)
         self.inputs = self.graph.typed(feeds)
+        self.log_inputs(self.inputs)
         self.outputs = self.graph.run(self.inputs)
+        self.log_outputs(self.outputs)
         for cache in self.caches:
             cache.update(self.outputs)
         logits = self.outputs[self.config.decoder.output_names["logits"]]                  # [R, S, V]

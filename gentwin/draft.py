@@ -1,0 +1,107 @@
+"""genai_config.json's `model.draft`: the peer's checks of a speculative-decoding draft model, nothing more.
+
+A `draft` section names a second, smaller decoder (a model.decoder section of its own) that the peer runs
+ahead of the target to propose tokens the target then verifies. onnxruntime-genai refuses a draft it cannot
+use, when the Model loads, and search options speculative decoding does not take, when a Generator is made.
+gentwin makes the same checks with the peer's words, so a folder the peer refuses is refused here too; a
+draft that passes them is refused at Generator(), because gentwin does not decode speculatively (yet).
+"""
+
+from __future__ import annotations
+
+import os
+
+import onnx
+
+from gentwin.config import ConfigError, GenaiConfig
+from gentwin.errors import GentwinError
+from gentwin.graph_inputs import declared_shape
+
+SPECULATIVE = "Speculative decoding does not support"
+
+
+def draft_section(config: GenaiConfig) -> dict | None:
+    draft = config.raw["model"].get("draft")
+    if draft is not None and not isinstance(draft, dict):
+        raise ConfigError(f"genai_config.json: 'model.draft' must be an object, got {draft!r}")
+    return draft
+
+
+def check_draft_config(config: GenaiConfig) -> None:
+    """What the peer checks of a draft before it loads either model (its SpeculativeDecodingModel)."""
+    draft = draft_section(config)
+    if draft is None:
+        return
+    target = config.raw["model"]["decoder"]
+    if not draft.get("filename"):
+        raise ConfigError("model.draft.filename is not set in genai_config.json.")
+    if _providers(target) != _providers(draft):
+        raise ConfigError("Target and draft must use the same execution provider. "
+                          "Cross-EP speculative decoding is not supported in this release.")
+    if target.get("pipeline") or draft.get("pipeline"):
+        raise ConfigError(f"{SPECULATIVE} pipeline models in this release; "
+                          "target and draft must be plain decoder-only LLMs.")
+    if any(config.raw["model"].get(part, {}).get("filename") for part in ("vision", "speech")):
+        raise ConfigError(f"{SPECULATIVE} multimodal (vision/audio) models in this release; "
+                          "target and draft must be plain decoder-only LLMs.")
+    if _slides_its_cache(draft):  # the target's own sliding cache is refused by gentwin.config already
+        raise ConfigError(f"{SPECULATIVE} physically sliding KV caches in this release; "
+                          "WindowedKeyValueCache cannot rewind after discarding KV history.")
+    if target.get("layer_types") or draft.get("layer_types"):
+        raise ConfigError(f"{SPECULATIVE} LFM2 (hybrid SSM/attention) models in this release; "
+                          "their rolling convolution state cannot be rewound.")
+
+
+def _providers(decoder: dict) -> list:
+    return decoder.get("session_options", {}).get("provider_options", [])
+
+
+def _slides_its_cache(decoder: dict) -> bool:
+    """A sliding_window section without slide_key_value_cache false: the peer's cache that drops positions."""
+    window = decoder.get("sliding_window")
+    return isinstance(window, dict) and window.get("slide_key_value_cache", True) is not False
+
+
+def check_draft_graph(config: GenaiConfig, target: onnx.ModelProto) -> None:
+    """Once the TARGET graph loads: the draft's model file exists, and its logits are as wide as the target's."""
+    draft = draft_section(config)
+    if draft is None:
+        return
+    path = os.path.join(config.folder, draft["filename"])
+    if not os.path.isfile(path):
+        raise ConfigError(f"model file {draft['filename']!r} named in genai_config.json's model.draft is missing "
+                          f"from {config.folder!r}")
+    target_vocab = _logits_width(target, config.decoder.output_names["logits"], "Target")
+    draft_vocab = _logits_width(onnx.load(path, load_external_data=False),
+                                draft.get("outputs", {}).get("logits", "logits"), "Draft")
+    if target_vocab != draft_vocab:
+        raise ConfigError(f"Target and draft logit dimensions don't match. Target vocab: {target_vocab}, "
+                          f"Draft vocab: {draft_vocab}. Target and draft must share the same vocabulary.")
+
+
+def _logits_width(proto: onnx.ModelProto, name: str, role: str) -> int:
+    shapes = {value.name: declared_shape(value) for value in proto.graph.output}
+    if name not in shapes:
+        raise ConfigError(f"{role} logits output '{name}' was not found in the ONNX model.")
+    if not shapes[name]:
+        raise ConfigError(f"{role} logits output '{name}' must have at least one dimension.")
+    width = shapes[name][-1]
+    if not isinstance(width, int) or width <= 0:
+        raise ConfigError(f"{role} logits output '{name}' must have a static positive vocabulary dimension.")
+    return width
+
+
+def check_draft_generator(config: GenaiConfig, options: dict) -> None:
+    """The peer's checks of a Generator's options on a model with a draft; then gentwin's refusal."""
+    if draft_section(config) is None:
+        return
+    if options["batch_size"] != 1:
+        raise GentwinError(f"{SPECULATIVE} batch_size > 1 in this release. Got batch_size={options['batch_size']}")
+    if options["num_beams"] != 1:
+        raise GentwinError(f"{SPECULATIVE} num_beams > 1 (beam search). Got num_beams={options['num_beams']}.")
+    if options["no_repeat_ngram_size"] != 0:
+        raise GentwinError(f"{SPECULATIVE} no_repeat_ngram_size != 0 in this release. Got "
+                           f"no_repeat_ngram_size={options['no_repeat_ngram_size']}.")
+    raise GentwinError("genai_config.json has a model.draft section, which asks for speculative decoding: gentwin "
+                       "checks it as onnxruntime-genai does but does not decode speculatively yet. Remove the "
+                       "section to generate with the target model alone (greedy search gives the same tokens)")
