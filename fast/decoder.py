@@ -101,6 +101,7 @@ class Graph:
         self.input_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_inputs()}
         self.input_shapes = {value.name: tuple(value.shape) for value in session.get_inputs()}
         self.output_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_outputs()}
+        self.output_shapes = {value.name: tuple(value.shape) for value in session.get_outputs()}
 
 
 def load_graph(config, provider_config) -> Graph:
@@ -157,10 +158,11 @@ class DecoderState(CachedState):
 
     def _bind_logits(self, new_tokens: int) -> None:
         vocab = self.config.vocab_size
-        shape = (self.rows, new_tokens, vocab)
+        positions = position_inputs.logits_positions(self.graph.output_shapes[self.logits_name], new_tokens)
+        shape = (self.rows, positions, vocab)
         if self.logits is not None and self.logits.shape == shape:
             return
-        size = self.rows * new_tokens * vocab
+        size = self.rows * positions * vocab
         if self.logits_buffer is None or self.logits_buffer.size < size:
             self.logits_buffer = self.device.zeros(size, self.graph.output_types[self.logits_name])
         self.logits = self.logits_buffer[:size].reshape(shape)                             # [R, S, V]

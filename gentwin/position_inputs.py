@@ -26,10 +26,19 @@ def last_real_token_index(input_ids: np.ndarray, pad_token_id: int) -> np.ndarra
     return seq - 1 - np.argmax(is_real[:, ::-1], axis=1)                   # [B]
 
 
+def logits_positions(declared_shape: tuple, new_tokens: int) -> int:
+    """How many positions of logits a run on NEW_TOKENS tokens gives, by the logits' DECLARED_SHAPE: one where
+    the graph fixes it so (the builder's prune_lm_head=1, which computes the run's last position only, as the
+    peer's Model::IsPruned reads it), else one per token."""
+    return 1 if len(declared_shape) == 3 and declared_shape[1] == 1 else new_tokens
+
+
 def logits_at_last_tokens(logits, input_ids: np.ndarray, pad_token_id: int, to_device=np.asarray):
     """LOGITS [R, S, V] of a run on INPUT_IDS [R, S], read at each row's last real token: [R, V] float32,
-    a copy, where LOGITS are (TO_DEVICE moves the host indices there)."""
-    if input_ids.shape[1] == 1:
+    a copy, where LOGITS are (TO_DEVICE moves the host indices there). Logits of one position ([R, 1, V]:
+    one new token, or a pruned LM head) are read there, as the peer reads them: a pruned head's are the
+    run's last position's, a pad's in a right-padded row."""
+    if logits.shape[1] == 1:
         return logits[:, 0, :].astype(np.float32)                            # [R, V]
     last = last_real_token_index(input_ids, pad_token_id)                   # [R]
     return logits[to_device(np.arange(len(last))), to_device(last), :].astype(np.float32)  # [R, V]
