@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gentwin.config import MROPE_TYPES
 from gentwin.errors import GentwinError
 
 
@@ -110,6 +111,59 @@ class PositionInputs:
         mask, last_positions = snapshot
         self.mask = None if mask is None else mask.copy()
         self.last_positions = None if last_positions is None else last_positions.copy()
+
+
+class MultimodalPositionInputs:
+    """The attention mask and position_ids of the Qwen-VL family's text decoders (config.MROPE_TYPES), as the
+    peer builds them for text (its Qwen2VLPositionInputs): position_ids are [3, R, S], a temporal, a height and
+    a width position per token (MRotaryEmbedding's streams), all three equal for text.
+
+    - First run: every pad token, wherever it is, is masked out and gets position 0; the other tokens count
+      0, 1, 2, ... Each row keeps its rope delta, (its last position + 1) - S: 0 without pads.
+    - Later runs: positions continue from the positions run so far plus the row's delta, and the mask is all
+      ones, the first run's pads included (the peer fills it so).
+    - A rewind keeps the deltas (the peer's does): appending after rewind_to(0) is a later run.
+    """
+
+    def __init__(self, pad_token_id: int, batch_size: int):
+        self.pad_token_id, self.batch_size = pad_token_id, batch_size
+        self.mask = None            # [R, T] attention mask so far; None before the first run
+        self.rope_deltas = None     # [R] each row's delta, from its first run
+
+    def next(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The attention mask [R, T + S] and position_ids [3, R, S] for a run on INPUT_IDS [R, S]."""
+        rows, new = input_ids.shape
+        if self.rope_deltas is None:
+            real = input_ids != self.pad_token_id                                    # [R, S]
+            positions = np.where(real, np.cumsum(real, axis=1) - 1, 0)               # [R, S]
+            self.rope_deltas = positions.max(axis=1) + 1 - new                       # [R]
+            self.mask = real.astype(np.int64)                                        # [R, S]
+        else:
+            run = self.length
+            positions = run + self.rope_deltas[:, None] + np.arange(new)[None, :]    # [R, S]
+            self.mask = np.ones((rows, run + new), dtype=np.int64)                  # [R, T + S]
+        return self.mask, np.broadcast_to(positions, (3, rows, new))                 # [R, T], [3, R, S]
+
+    def rewind(self, length: int) -> None:
+        """Forget every position from LENGTH on (batch size 1, or LENGTH 0); the deltas stay."""
+        self.mask = self.mask[:, :length]                                             # [R, length]
+
+    @property
+    def length(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[1]
+
+    def snapshot(self) -> tuple:
+        return (None, None) if self.mask is None else (self.mask.copy(), self.rope_deltas.copy())
+
+    def restore(self, snapshot: tuple) -> None:
+        mask, rope_deltas = snapshot
+        self.mask = None if mask is None else mask.copy()
+        self.rope_deltas = None if rope_deltas is None else rope_deltas.copy()
+
+
+def position_rules(model_type: str):
+    """The class that builds a model's attention mask and positions, by its genai_config.json type."""
+    return MultimodalPositionInputs if model_type in MROPE_TYPES else PositionInputs
 
 
 # The official builder's causal block for MultiHeadAttention (its fp16 and bf16 CPU graphs), expanded over the past
