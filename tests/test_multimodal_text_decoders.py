@@ -24,6 +24,7 @@ import pytest
 
 import gentwin.fast
 import gentwin.reference
+from gentwin.errors import GentwinError
 from tests.conftest import ENGINE_IDS, ENGINES, FIXTURE_MODELS, load
 
 by_engine = pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
@@ -163,3 +164,19 @@ def test_past_the_window_where_the_peer_fails_both_engines_run_on_alike(models):
     streams = [finish(generator(engine, folder)) for engine in (gentwin.reference, gentwin.fast)]
     assert streams[0] == streams[1] and len(streams[0][0]) == 32
     assert streams[0][0][:GPT_OSS_WINDOW_SLOTS] == finish(generator(og, folder, max_length=GPT_OSS_WINDOW_SLOTS))[0]
+
+
+@by_engine
+def test_a_row_of_pads_alone_is_refused_before_anything_changes(engine, models):
+    folder = models["qwen2_5_vl_text"]
+    pad = pad_id(folder)
+    model = load(engine.__name__, folder)
+    params = engine.GeneratorParams(model)
+    params.set_search_options(batch_size=2, max_length=32)
+    ours = engine.Generator(model, params)
+    with pytest.raises(GentwinError, match=f"row 1 of input_ids holds only pad tokens \\({pad}\\)"):
+        ours.append_tokens(np.array([PROMPT, [pad] * len(PROMPT)], dtype=np.int32))
+    assert ours.token_count() == 0
+    tokens = prompts(folder)["padded"]
+    ours.append_tokens(np.array(tokens, dtype=np.int32))
+    assert finish(ours, 2) == finish(generator(og, folder, tokens), 2)
