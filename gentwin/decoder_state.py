@@ -132,10 +132,11 @@ class CachedState:
         return {name: value for name, value in feeds.items() if name in self.graph.input_types}
 
     def check_run(self, input_ids: np.ndarray) -> None:
-        """Raise, before anything changes, if a run on INPUT_IDS [R, S] cannot be read or the caches cannot take
-        it: a row of pads alone has no token to read logits at; a windowed KV cache takes no right-padded batch
-        (its attention op counts every row's tokens from the mask)."""
+        """Raise, before anything changes, if a run on INPUT_IDS [R, S] cannot be read or the positions or the
+        caches cannot take it: a row of pads alone has no token to read logits at; a windowed KV cache takes
+        no right-padded batch (its attention op counts every row's tokens from the mask)."""
         last = position_inputs.last_real_token_index(input_ids, self.config.pad_token_id)  # [R]
+        self.positions.check_next(input_ids)
         if not self.windowed or self.positions.length or self.positions.batch_size == 1:
             return
         short = np.flatnonzero(last + 1 < input_ids.shape[1])

@@ -78,6 +78,9 @@ class PositionInputs:
         self.mask = None            # [R, T] attention mask so far; None before the first run
         self.last_positions = None  # [R] position of each row's last token
 
+    def check_next(self, input_ids: np.ndarray) -> None:
+        """Nothing to refuse: every run's positions are valid (see MultimodalPositionInputs.check_next)."""
+
     def next(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The attention mask [R, T + S] and position_ids [R, S] for a run on INPUT_IDS [R, S]."""
         if self.mask is None:
@@ -129,6 +132,20 @@ class MultimodalPositionInputs:
         self.pad_token_id, self.batch_size = pad_token_id, batch_size
         self.mask = None            # [R, T] attention mask so far; None before the first run
         self.rope_deltas = None     # [R] each row's delta, from its first run
+
+    def check_next(self, input_ids: np.ndarray) -> None:
+        """Raise, before anything changes, if a later run on INPUT_IDS would give a row a negative position:
+        after rewind_to(0), a row that was padded keeps its negative delta (the peer's MRotaryEmbedding then
+        fails: "position_ids value -2 ... is out of range")."""
+        if self.rope_deltas is None:
+            return
+        first = self.length + self.rope_deltas                                       # [R]
+        if np.any(first < 0):
+            row = int(np.argmin(first))
+            raise GentwinError(f"row {row} would start at position {first[row]}: its first prompt was padded, "
+                               f"and its rope delta ({self.rope_deltas[row]}) outlives rewind_to(0), as in "
+                               "onnxruntime-genai, whose MRotaryEmbedding refuses a negative position; make a new "
+                               "Generator for a new batch")
 
     def next(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The attention mask [R, T + S] and position_ids [3, R, S] for a run on INPUT_IDS [R, S]."""

@@ -180,3 +180,20 @@ def test_a_row_of_pads_alone_is_refused_before_anything_changes(engine, models):
     tokens = prompts(folder)["padded"]
     ours.append_tokens(np.array(tokens, dtype=np.int32))
     assert finish(ours, 2) == finish(generator(og, folder, tokens), 2)
+
+
+@by_engine
+def test_a_padded_row_after_rewind_to_zero_is_refused_as_the_peer_fails(engine, models):
+    """rewind_to(0) keeps each row's rope delta, as the peer's does: a row padded by 2 in the first prompt
+    would start the next at position -2, which the peer's MRotaryEmbedding refuses; gentwin refuses it first."""
+    folder = models["qwen2_5_vl_text"]
+    first, second = prompts(folder)["padded"], [PROMPT, [3, 4, 5, 6, 7, 8]]
+    for module, error, message in ((og, RuntimeError, "position_ids value -3"),
+                                   (engine, GentwinError, r"row 1 would start at position -3")):
+        gen = generator(module, folder, first)
+        finish(gen, 2, count=2)
+        gen.rewind_to(0)
+        with pytest.raises(error, match=message):
+            gen.append_tokens(np.array(second, dtype=np.int32))
+            finish(gen, 2)
+    assert gen.token_count() == 0
