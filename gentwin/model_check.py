@@ -160,7 +160,7 @@ def _check_cache_tensors(decoder: DecoderConfig, section: str, fields: list[str]
 class _Widths:
     """The last dimension of a tensor of the graph, where the graph fixes it without running: declared, a
     weight's, or a projection's output (MatMul by a weight, MatMulNBits' N), seen through a bias Add, a Cast
-    or a RotaryEmbedding. None where it does not."""
+    or a (multimodal) RotaryEmbedding. None where it does not."""
 
     def __init__(self, graph: onnx.GraphProto):
         self.shapes = {value.name: declared_shape(value) for value in (*graph.input, *graph.value_info, *graph.output)}
@@ -185,7 +185,7 @@ class _Widths:
         if node.op_type == "MatMul":
             weight = self.shapes.get(node.input[1])
             return weight[-1] if weight and len(weight) >= 2 and isinstance(weight[-1], int) else None
-        if node.op_type in ("Cast", "RotaryEmbedding"):
+        if node.op_type in ("Cast", "RotaryEmbedding", "MRotaryEmbedding"):
             return self(node.input[0])
         if node.op_type == "Add":  # a bias broadcast along the projection's width; a width of 1 says nothing
             return max((width for width in map(self, node.input) if width and width > 1), default=None)

@@ -24,6 +24,7 @@ import pytest
 
 import gentwin.fast
 import gentwin.reference
+from gentwin.config import ConfigError
 from gentwin.errors import GentwinError
 from tests.conftest import ENGINE_IDS, ENGINES, FIXTURE_MODELS, load
 
@@ -197,3 +198,16 @@ def test_a_padded_row_after_rewind_to_zero_is_refused_as_the_peer_fails(engine, 
             gen.append_tokens(np.array(second, dtype=np.int32))
             finish(gen, 2)
     assert gen.token_count() == 0
+
+
+@by_engine
+def test_a_head_size_the_graph_contradicts_is_refused_at_load(engine, models, tmp_path):
+    """The query's width is read through MRotaryEmbedding, back to its projection."""
+    folder = tmp_path / "wrong-head-size"
+    shutil.copytree(models["qwen2_5_vl_text"], folder)
+    config = json.loads((folder / "genai_config.json").read_text())
+    config["model"]["decoder"]["head_size"] = 8
+    (folder / "genai_config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="'model.decoder.head_size' is 8, but the graph's GroupQueryAttention node "
+                                          r"'/model/layers.0/attn/GroupQueryAttention' takes 4 heads in a query 64 wide"):
+        engine.Model(str(folder))
