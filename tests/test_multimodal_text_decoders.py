@@ -208,6 +208,7 @@ def test_a_head_size_the_graph_contradicts_is_refused_at_load(engine, models, tm
     config = json.loads((folder / "genai_config.json").read_text())
     config["model"]["decoder"]["head_size"] = 8
     (folder / "genai_config.json").write_text(json.dumps(config))
-    with pytest.raises(ConfigError, match="'model.decoder.head_size' is 8, but the graph's GroupQueryAttention node "
-                                          r"'/model/layers.0/attn/GroupQueryAttention' takes 4 heads in a query 64 wide"):
+    message = ("'model.decoder.head_size' is 8, but the graph's GroupQueryAttention node "
+               "'/model/layers.0/attn/GroupQueryAttention' takes 4 heads in a query 64 wide")
+    with pytest.raises(ConfigError, match=message):
         engine.Model(str(folder))

@@ -9,8 +9,8 @@ SECTIONED, INTERLEAVED = 0, 1  # mrope_layout: how the three streams share the r
 
 
 def stream_of_columns(mrope_section, mrope_layout, half_rotary_dim):
-    """For each of the HALF_ROTARY_DIM cos/sin columns (as many as mrope_section adds up to), the position stream (0 temporal, 1 height, 2 width)
-    whose position it is read at.
+    """For each of the HALF_ROTARY_DIM cos/sin columns (as many as mrope_section adds up to), the position
+    stream (0 temporal, 1 height, 2 width) whose position it is read at.
 
     Sectioned (Qwen2.5-VL): the first mrope_section[0] columns are temporal, the next mrope_section[1]
     height, then mrope_section[2] width. Interleaved (Qwen3-VL): every column is temporal but for columns
