@@ -101,13 +101,15 @@ class Graph:
     """model.onnx in an InferenceSession, with its input and output types and the device of its buffers."""
 
     def __init__(self, session: ort.InferenceSession, device: Device, takes_chunks_over_past: bool,
-                 prunes_logits: bool):
+                 prunes_logits: bool, windowed_layers: frozenset[int]):
         self.session, self.device = session, device
         self.takes_chunks_over_past = takes_chunks_over_past  # see position_inputs.takes_chunks_over_past
         self.prunes_logits = prunes_logits                    # see position_inputs.prunes_logits
+        self.windowed_layers = windowed_layers                # see model_check.windowed_attention_layers
         self.input_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_inputs()}
         self.input_shapes = {value.name: tuple(value.shape) for value in session.get_inputs()}
         self.output_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_outputs()}
+        self.output_shapes = {value.name: tuple(value.shape) for value in session.get_outputs()}
 
 
 def load_graph(config, provider_config) -> Graph:
@@ -116,6 +118,7 @@ def load_graph(config, provider_config) -> Graph:
     model_check.check_against_config(config, proto)
     chunks = position_inputs.takes_chunks_over_past(proto.graph)
     pruned = position_inputs.prunes_logits(proto.graph, config.decoder.output_names["logits"])
+    windowed_layers = model_check.windowed_attention_layers(config.decoder, proto.graph)
     providers = execution_providers(provider_config)
     options = session_options(config.decoder.session_options)
     if not chunks:
@@ -134,8 +137,8 @@ def load_graph(config, provider_config) -> Graph:
         raise ConfigError(f"cannot load {config.model_path} in onnxruntime: {error}") from error
     provider, provider_options = providers[0]
     if provider == PROVIDERS["cuda"]:
-        return Graph(session, Device("cuda", int(provider_options["device_id"])), chunks, pruned)
-    return Graph(session, Device("cpu"), chunks, pruned)
+        return Graph(session, Device("cuda", int(provider_options["device_id"])), chunks, pruned, windowed_layers)
+    return Graph(session, Device("cpu"), chunks, pruned, windowed_layers)
 
 
 class DecoderState(CachedState):

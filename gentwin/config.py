@@ -38,6 +38,8 @@ PEER_TEXT_MODEL_TYPES = (
     "chatglm", "decoder", "ernie4_5", "gemma", "gemma2", "gemma3_text", "gemma4_text", "gpt2", "gptoss", "granite",
     "granitemoehybrid", "hunyuandensev1", "internlm2", "lfm2", "lfm2_moe", "llama", "mistral", "nemotron", "olmo", "phi",
     "phimoe", "phi3", "phi3small", "qwen2", "qwen3", "qwen3_5_moe_text", "qwen3_5_text", "smollm3",
+    # the text decoders of its vision-language models, run on text alone
+    "lfm2_vl_text", "mistral3_text", "qwen2_5_vl_text", "qwen3_vl_text",
 )
 
 # The `search` section: every option `set_search_options` accepts, with onnxruntime-genai's defaults.
@@ -73,7 +75,9 @@ class ConfigError(GentwinError):
 
 
 KV_LAYER, WINDOWED_KV_LAYER, CONV_LAYER = "KV cache", "windowed KV cache", "convolution state"
-LFM2_TYPES = ("lfm2", "lfm2_moe")  # the model types whose layer_types make conv layers (the peer's LFM2Cache)
+LFM2_TYPES = ("lfm2", "lfm2_moe", "lfm2_vl_text")  # whose layer_types make conv layers (the peer's LFM2Cache)
+# The Qwen-VL family (the peer's IsQwenVLFamily), whose position_ids are [3, batch, sequence]: multimodal rotary
+MROPE_TYPES = ("qwen2_5_vl_text", "qwen3_vl_text", "qwen3_5_text", "qwen3_5_moe_text")
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ attention mask and positions, which move with them.
 A layer carries one of three kinds of state from one run to the next (gentwin.config's layer kinds):
 - a KV cache: past keys and values (`past_key_values.%d.key` / `.value`, or gpt2's combined `past_%d`)
   that the present extends, or with `past_present_share_buffer` one max_length buffer both read and write;
-- a windowed KV cache (`decoder.sliding_window`, GroupQueryAttention with sliding_window_cache=1): one buffer
-  of a few positions more than the window, which the attention op fills and evicts from itself;
+- a windowed KV cache (`decoder.sliding_window`, read by a GroupQueryAttention with sliding_window_cache=1:
+  model_check.windowed_attention_layers): one buffer of a few positions more than the window, which the
+  attention op fills and evicts from itself;
 - a convolution state (lfm2's conv layers, `past.%d.conv`): the last K - 1 inputs of the layer's causal
   convolution, [B, C, K - 1], which the present replaces.
 A decoder without any of these (no layer, or no cache input) feeds only the tokens and their positions.
@@ -27,10 +28,9 @@ import numpy as np
 
 from gentwin import logging_options as run_log
 from gentwin import position_inputs
-from gentwin.config import CONV_LAYER, WINDOWED_KV_LAYER
+from gentwin.config import CONV_LAYER, KV_LAYER, WINDOWED_KV_LAYER
 from gentwin.devices import to_host
 from gentwin.errors import GentwinError
-from gentwin.position_inputs import PositionInputs
 
 # onnxruntime-genai's slack beyond the window for a windowed cache when cache_slack is 0, by device.
 WINDOW_SLACK = {"cpu": 16, "cuda": 0}
@@ -89,15 +89,20 @@ def layer_caches(config, graph, rows: int, max_length: int, share_buffer: bool, 
     caches = []
     for layer in decoder.attention_layers:
         past, present = decoder.past_names(layer), decoder.present_names(layer)
-        kind = decoder.layer_kind(layer)
-        if kind == WINDOWED_KV_LAYER:
-            capacity = decoder.sliding_window.capacity(max_length, WINDOW_SLACK[device])
+        covered = decoder.layer_kind(layer) == WINDOWED_KV_LAYER
+        # The peer sizes a shared buffer by the window wherever decoder.sliding_window covers the layer, whether
+        # its attention op keeps a window or not. Without a shared buffer it feeds such a layer a past that
+        # grows, as any other (and allocates its present for the window only, so it fails past that many
+        # positions, where gentwin runs on: an attention op without a window attends to the whole past).
+        shared = decoder.sliding_window.capacity(max_length, WINDOW_SLACK[device]) if covered else max_length
+        if layer in graph.windowed_layers:  # its attention op evicts from a window-sized buffer itself
+            kind, capacity = WINDOWED_KV_LAYER, shared
             if capacity < decoder.sliding_window.window_size:
                 raise GentwinError(f"max_length {max_length} is below the sliding window of "
                                    f"{decoder.sliding_window.window_size} positions, which the windowed KV cache must "
                                    "hold (onnxruntime's GroupQueryAttention refuses a smaller one)")
         else:
-            capacity = max_length if share_buffer else None
+            kind, capacity = KV_LAYER, shared if share_buffer else None
         leading = (2, rows) if decoder.combined_past else (rows,)            # gpt2: keys and values in one tensor
         caches.append(LayerCache(layer, kind, tuple(past), tuple(present), graph.input_types[past[0]],
                                  (*leading, decoder.num_key_value_heads), (decoder.head_size,), capacity, max_length))
@@ -117,9 +122,8 @@ class CachedState:
         names = config.decoder.input_names
         # in the peer's order, which its run log shows
         self.position_input_names = names["input_ids"], names["position_ids"], names["attention_mask"]
-        self.positions = PositionInputs(config.pad_token_id, batch_size)
-        self.windowed = any(layer_kind == WINDOWED_KV_LAYER for layer_kind in map(
-            config.decoder.layer_kind, config.decoder.attention_layers))
+        self.positions = position_inputs.position_rules(config.model_type)(config.pad_token_id, batch_size)
+        self.windowed = bool(graph.windowed_layers)  # some attention op evicts from a window-sized buffer
         if self.windowed:
             _check_windowed_cache_options(num_beams, share_buffer)
 
@@ -152,11 +156,13 @@ class CachedState:
                 run_log.write_tensors(option, ordered, with_values)
 
     def check_run(self, input_ids: np.ndarray) -> None:
-        """Raise, before anything changes, if the caches cannot take a run on INPUT_IDS [R, S]: a windowed KV
-        cache takes no right-padded batch (its attention op counts every row's tokens from the mask)."""
+        """Raise, before anything changes, if a run on INPUT_IDS [R, S] cannot be read or the positions or the
+        caches cannot take it: a row of pads alone has no token to read logits at; a windowed KV cache takes
+        no right-padded batch (its attention op counts every row's tokens from the mask)."""
+        last = position_inputs.last_real_token_index(input_ids, self.config.pad_token_id)  # [R]
+        self.positions.check_next(input_ids)
         if not self.windowed or self.positions.length or self.positions.batch_size == 1:
             return
-        last = position_inputs.last_real_token_index(input_ids, self.config.pad_token_id)  # [R]
         short = np.flatnonzero(last + 1 < input_ids.shape[1])
         if short.size:
             row = int(short[0])

@@ -22,7 +22,8 @@ import os
 
 import onnx
 
-from gentwin.config import DEFAULT_INPUT_NAMES, ConfigError, DecoderConfig, GenaiConfig, check_model_file
+from gentwin.config import (DEFAULT_INPUT_NAMES, WINDOWED_KV_LAYER, ConfigError, DecoderConfig, GenaiConfig,
+                            check_model_file)
 from gentwin.graph_inputs import declared_shape, input_specs
 
 GENERATOR_INPUTS = ("input_ids", "attention_mask", "position_ids")
@@ -169,7 +170,7 @@ def _check_cache_tensors(decoder: DecoderConfig, section: str, fields: list[str]
 class _Widths:
     """The last dimension of a tensor of the graph, where the graph fixes it without running: declared, a
     weight's, or a projection's output (MatMul by a weight, MatMulNBits' N), seen through a bias Add, a Cast
-    or a RotaryEmbedding. None where it does not."""
+    or a (multimodal) RotaryEmbedding. None where it does not."""
 
     def __init__(self, graph: onnx.GraphProto):
         self.shapes = {value.name: declared_shape(value) for value in (*graph.input, *graph.value_info, *graph.output)}
@@ -194,7 +195,7 @@ class _Widths:
         if node.op_type == "MatMul":
             weight = self.shapes.get(node.input[1])
             return weight[-1] if weight and len(weight) >= 2 and isinstance(weight[-1], int) else None
-        if node.op_type in ("Cast", "RotaryEmbedding"):
+        if node.op_type in ("Cast", "RotaryEmbedding", "MRotaryEmbedding"):
             return self(node.input[0])
         if node.op_type == "Add":  # a bias broadcast along the projection's width; a width of 1 says nothing
             return max((width for width in map(self, node.input) if width and width > 1), default=None)
@@ -237,3 +238,15 @@ def _check_attention_nodes(decoder: DecoderConfig, graph: onnx.GraphProto) -> No
             raise ConfigError(f"genai_config.json: 'model.decoder.head_size' is {decoder.head_size}, but the "
                               f"graph's {node.op_type} node {node.name!r} takes {query_heads} heads in a query "
                               f"{query_width} wide: heads of size {query_width / query_heads:g}")
+
+
+def windowed_attention_layers(decoder: DecoderConfig, graph: onnx.GraphProto) -> frozenset[int]:
+    """The layers whose cache is a window-sized buffer the attention op evicts from itself: those
+    decoder.sliding_window covers whose GroupQueryAttention reads its past with sliding_window_cache=1.
+    A layer the config covers but whose attention keeps no window (the builder's MultiHeadAttention in
+    half precision, mistral3's window wider than its context) carries a plain KV cache, as in the peer."""
+    covered = {name: layer for layer in decoder.attention_layers if decoder.layer_kind(layer) == WINDOWED_KV_LAYER
+               for name in decoder.past_names(layer)}
+    return frozenset(covered[node.input[3]] for node in graph.node
+                     if node.op_type == "GroupQueryAttention" and len(node.input) > 3 and node.input[3] in covered
+                     and _attributes(node).get("sliding_window_cache", 0))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gentwin.config import MROPE_TYPES
 from gentwin.errors import GentwinError
 
 
@@ -28,8 +29,9 @@ def last_real_token_index(input_ids: np.ndarray, pad_token_id: int) -> np.ndarra
 
 def logits_at_last_tokens(logits, input_ids: np.ndarray, pad_token_id: int, to_device=np.asarray):
     """LOGITS [R, S, V] of a run on INPUT_IDS [R, S], read at each row's last real token: [R, V] float32,
-    a copy, where LOGITS are (TO_DEVICE moves the host indices there). A graph that prunes its logits
-    (prunes_logits) gives [R, 1, V], the last position's, which are read as they are, as by the peer."""
+    a copy, where LOGITS are (TO_DEVICE moves the host indices there). Logits of one position ([R, 1, V]:
+    one new token, or a graph that prunes its logits, prunes_logits) are read there, as the peer reads them: a
+    pruned head's are the run's last position's, a pad's in a right-padded row."""
     if logits.shape[1] == 1:
         return logits[:, 0, :].astype(np.float32)                            # [R, V]
     last = last_real_token_index(input_ids, pad_token_id)                   # [R]
@@ -76,6 +78,9 @@ class PositionInputs:
         self.mask = None            # [R, T] attention mask so far; None before the first run
         self.last_positions = None  # [R] position of each row's last token
 
+    def check_next(self, input_ids: np.ndarray) -> None:
+        """Nothing to refuse: every run's positions are valid (see MultimodalPositionInputs.check_next)."""
+
     def next(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The attention mask [R, T + S] and position_ids [R, S] for a run on INPUT_IDS [R, S]."""
         if self.mask is None:
@@ -109,6 +114,73 @@ class PositionInputs:
         mask, last_positions = snapshot
         self.mask = None if mask is None else mask.copy()
         self.last_positions = None if last_positions is None else last_positions.copy()
+
+
+class MultimodalPositionInputs:
+    """The attention mask and position_ids of the Qwen-VL family's text decoders (config.MROPE_TYPES), as the
+    peer builds them for text (its Qwen2VLPositionInputs): position_ids are [3, R, S], a temporal, a height and
+    a width position per token (MRotaryEmbedding's streams), all three equal for text.
+
+    - First run: every pad token, wherever it is, is masked out and gets position 0; the other tokens count
+      0, 1, 2, ... Each row keeps its rope delta, (its last position + 1) - S: 0 without pads.
+    - Later runs: positions continue from the positions run so far plus the row's delta, and the mask is all
+      ones, the first run's pads included (the peer fills it so).
+    - A rewind keeps the deltas (the peer's does): appending after rewind_to(0) is a later run.
+    """
+
+    def __init__(self, pad_token_id: int, batch_size: int):
+        self.pad_token_id, self.batch_size = pad_token_id, batch_size
+        self.mask = None            # [R, T] attention mask so far; None before the first run
+        self.rope_deltas = None     # [R] each row's delta, from its first run
+
+    def check_next(self, input_ids: np.ndarray) -> None:
+        """Raise, before anything changes, if a later run on INPUT_IDS would give a row a negative position:
+        after rewind_to(0), a row that was padded keeps its negative delta (the peer's MRotaryEmbedding then
+        fails: "position_ids value -2 ... is out of range")."""
+        if self.rope_deltas is None:
+            return
+        first = self.length + self.rope_deltas                                       # [R]
+        if np.any(first < 0):
+            row = int(np.argmin(first))
+            raise GentwinError(f"row {row} would start at position {first[row]}: its first prompt was padded, "
+                               f"and its rope delta ({self.rope_deltas[row]}) outlives rewind_to(0), as in "
+                               "onnxruntime-genai, whose MRotaryEmbedding refuses a negative position; make a new "
+                               "Generator for a new batch")
+
+    def next(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The attention mask [R, T + S] and position_ids [3, R, S] for a run on INPUT_IDS [R, S]."""
+        rows, new = input_ids.shape
+        if self.rope_deltas is None:
+            real = input_ids != self.pad_token_id                                    # [R, S]
+            positions = np.where(real, np.cumsum(real, axis=1) - 1, 0)               # [R, S]
+            self.rope_deltas = positions.max(axis=1) + 1 - new                       # [R]
+            self.mask = real.astype(np.int64)                                        # [R, S]
+        else:
+            run = self.length
+            positions = run + self.rope_deltas[:, None] + np.arange(new)[None, :]    # [R, S]
+            self.mask = np.ones((rows, run + new), dtype=np.int64)                  # [R, T + S]
+        return self.mask, np.broadcast_to(positions, (3, rows, new))                 # [R, T], [3, R, S]
+
+    def rewind(self, length: int) -> None:
+        """Forget every position from LENGTH on (batch size 1, or LENGTH 0); the deltas stay."""
+        self.mask = self.mask[:, :length]                                             # [R, length]
+
+    @property
+    def length(self) -> int:
+        return 0 if self.mask is None else self.mask.shape[1]
+
+    def snapshot(self) -> tuple:
+        return (None, None) if self.mask is None else (self.mask.copy(), self.rope_deltas.copy())
+
+    def restore(self, snapshot: tuple) -> None:
+        mask, rope_deltas = snapshot
+        self.mask = None if mask is None else mask.copy()
+        self.rope_deltas = None if rope_deltas is None else rope_deltas.copy()
+
+
+def position_rules(model_type: str):
+    """The class that builds a model's attention mask and positions, by its genai_config.json type."""
+    return MultimodalPositionInputs if model_type in MROPE_TYPES else PositionInputs
 
 
 # The official builder's causal block for MultiHeadAttention (its fp16 and bf16 CPU graphs), expanded over the past

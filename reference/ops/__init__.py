@@ -12,6 +12,7 @@ from .group_query_attention import GroupQueryAttention
 from .layer_norms import SimplifiedLayerNormalization, SkipLayerNormalization, SkipSimplifiedLayerNormalization
 from .matmul_nbits import MatMulNBits
 from .moe import MoE, QMoE
+from .mrotary_embedding import MRotaryEmbedding
 from .multi_head_attention import MultiHeadAttention
 from .rotary_embedding import RotaryEmbedding
 
@@ -24,6 +25,7 @@ CONTRIB_OPS = [
     GroupQueryAttention,
     MatMulNBits,
     MoE,
+    MRotaryEmbedding,
     MultiHeadAttention,
     QMoE,
     QuickGelu,
