@@ -23,6 +23,8 @@ DEFAULT_INPUT_NAMES = {
     "past_value_names": "past_key_values.%d.value",
     "past_names": None,  # gpt2's combined [2, B, H, S, D] past, e.g. "past_%d"
     "past_conv_names": "past_conv.%d",  # lfm2's convolution state [B, C, K - 1] of a "conv" layer
+    # Qwen3.5's linear-attention layers: a conv state (past_conv_names) and the recurrence's [B, H, Dk, Dv]
+    "past_recurrent_names": "past_key_values.%d.recurrent_state",
 }
 DEFAULT_OUTPUT_NAMES = {
     "logits": "logits",
@@ -30,6 +32,7 @@ DEFAULT_OUTPUT_NAMES = {
     "present_value_names": "present.%d.value",
     "present_names": None,
     "present_conv_names": "present_conv.%d",
+    "present_recurrent_names": "present.%d.recurrent_state",
 }
 
 # The decoder-only text models onnxruntime-genai runs (its src/models/model_type.h, ModelType::IsLLM); its
@@ -73,7 +76,10 @@ class ConfigError(GentwinError):
 
 
 KV_LAYER, WINDOWED_KV_LAYER, CONV_LAYER = "KV cache", "windowed KV cache", "convolution state"
+RECURRENT_LAYER = "recurrent state"  # Qwen3.5's linear attention: a convolution state and the recurrence's state
 LFM2_TYPES = ("lfm2", "lfm2_moe")  # the model types whose layer_types make conv layers (the peer's LFM2Cache)
+# The text types whose position_ids are [3, B, S] (multimodal rotary): the peer feeds each row the same positions.
+POSITION_ROWS_3_TYPES = ("qwen3_5_text", "qwen3_5_moe_text")
 
 
 @dataclass(frozen=True)
@@ -106,18 +112,25 @@ class DecoderConfig:
     layer_types: list[str] | None = None  # lfm2: "full_attention" or "conv" per layer
     sliding_window: SlidingWindow | None = None
     model_type: str = ""
+    # Qwen3.5's linear-attention layers. genai_config.json names their states but not the layers: the graph says,
+    # by the layers it takes a recurrent state of (find_recurrent_layers), as the peer's RecurrentState finds them.
+    recurrent_layers: tuple[int, ...] = ()
 
     @property
     def attention_layers(self) -> list[int]:
-        """The layers with a KV cache: every layer, but lfm2's conv layers (its LFM2Cache's rule)."""
-        return [layer for layer in range(self.num_hidden_layers) if self.layer_kind(layer) != CONV_LAYER]
+        """The layers with a KV cache: every layer, but lfm2's conv layers (its LFM2Cache's rule) and
+        linear-attention layers."""
+        return [layer for layer in range(self.num_hidden_layers)
+                if self.layer_kind(layer) not in (CONV_LAYER, RECURRENT_LAYER)]
 
     @property
     def conv_layers(self) -> list[int]:
         return [layer for layer in range(self.num_hidden_layers) if self.layer_kind(layer) == CONV_LAYER]
 
     def layer_kind(self, layer: int) -> str:
-        """KV_LAYER, WINDOWED_KV_LAYER or CONV_LAYER: what LAYER carries from one run to the next."""
+        """KV_LAYER, WINDOWED_KV_LAYER, CONV_LAYER or RECURRENT_LAYER: what LAYER carries from one run to the next."""
+        if layer in self.recurrent_layers:
+            return RECURRENT_LAYER
         if self.model_type in LFM2_TYPES and self.layer_types[layer] != "full_attention":
             return CONV_LAYER
         if self.sliding_window is not None and self.sliding_window.covers(layer):
@@ -128,9 +141,26 @@ class DecoderConfig:
         """A conv layer's state: its past input and present output names."""
         return self.input_names["past_conv_names"] % layer, self.output_names["present_conv_names"] % layer
 
+    def recurrent_names(self, layer: int) -> tuple[tuple[str, str], tuple[str, str]]:
+        """A linear-attention layer's states, its convolution's then its recurrence's: past inputs, present outputs."""
+        return ((self.input_names["past_conv_names"] % layer, self.input_names["past_recurrent_names"] % layer),
+                (self.output_names["present_conv_names"] % layer, self.output_names["present_recurrent_names"] % layer))
+
+    def find_recurrent_layers(self, graph_inputs) -> None:
+        """Take as linear-attention layers those whose recurrent state GRAPH_INPUTS (names) hold."""
+        self.recurrent_layers = tuple(layer for layer in range(self.num_hidden_layers)
+                                      if self.input_names["past_recurrent_names"] % layer in graph_inputs)
+
+    @property
+    def position_rows(self) -> int:
+        """1, or 3 where position_ids are [3, B, S] (the model types of POSITION_ROWS_3_TYPES)."""
+        return 3 if self.model_type in POSITION_ROWS_3_TYPES else 1
+
     def state_input_names(self) -> list[str]:
-        """Every input the generator feeds from one run to the next: attention layers' pasts, conv states."""
-        return self.cache_names()[0] + [self.conv_names(layer)[0] for layer in self.conv_layers]
+        """Every input the generator feeds from one run to the next: attention layers' pasts, conv states,
+        linear-attention layers' states."""
+        return (self.cache_names()[0] + [self.conv_names(layer)[0] for layer in self.conv_layers]
+                + [name for layer in self.recurrent_layers for name in self.recurrent_names(layer)[0]])
 
     @property
     def combined_past(self) -> bool:

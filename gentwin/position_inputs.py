@@ -5,7 +5,8 @@ The rules, measured against the peer (tests/test_generate_vs_peer.py):
 - Batch size > 1, first run: padding is on the RIGHT. Trailing pad tokens of a row are masked out and get
   position 0; every token before the row's last real token is attended to, pads included.
 - Later runs (one token per row when batch > 1): the mask grows by a column of ones and each row's position
-  is one past its previous one, so a row's generated tokens follow its last real prompt token.
+  is one past its previous one, so a row's generated tokens follow its last real prompt token. With [3, B, S]
+  position_ids (Qwen3.5) the peer's later masks are all ones instead: the pads are attended to from then on.
 - Logits are read at each row's last real (non-pad) token of the run.
 """
 
@@ -63,8 +64,9 @@ def next_position_ids(last_positions: np.ndarray, new_tokens: int) -> np.ndarray
 class PositionInputs:
     """A generator's attention mask and positions so far, shared by both engines' decoder states."""
 
-    def __init__(self, pad_token_id: int, batch_size: int):
+    def __init__(self, pad_token_id: int, batch_size: int, unmasks_pads_after_first_run: bool = False):
         self.pad_token_id, self.batch_size = pad_token_id, batch_size
+        self.unmasks_pads_after_first_run = unmasks_pads_after_first_run
         self.mask = None            # [R, T] attention mask so far; None before the first run
         self.last_positions = None  # [R] position of each row's last token
 
@@ -76,6 +78,8 @@ class PositionInputs:
         else:
             new = input_ids.shape[1]
             self.mask = next_attention_mask(self.mask, new)                       # [R, T]
+            if self.unmasks_pads_after_first_run:
+                self.mask = np.ones_like(self.mask)                               # [R, T]
             positions = next_position_ids(self.last_positions, new)              # [R, S]
             self.last_positions = positions[:, -1]                                # [R]
         return self.mask, positions

@@ -136,8 +136,9 @@ def test_linear_attention_gate(shape, with_beta):
     over arguments of both signs and large magnitudes, where the stable forms matter."""
     rng = np.random.default_rng(sum(shape))
     heads = shape[-1]
+    b = random(rng, *shape, scale=6.0) if with_beta else None
     inputs = [("a", random(rng, *shape, scale=6.0)), ("dt_bias", random(rng, heads)),
-              ("decay_scale", -np.exp(random(rng, heads))), ("b", random(rng, *shape, scale=6.0) if with_beta else None)]
+              ("decay_scale", -np.exp(random(rng, heads))), ("b", b)]
     outputs = ["decay", "beta"] if with_beta else ["decay"]
     assert_close(*run_both("LinearAttentionGate", inputs, outputs))
 
@@ -160,7 +161,8 @@ def test_linear_attention_gate_refuses_beta_without_b():
 def test_gated_rms_norm(shape, group, activation, epsilon):
     """The builder's node (per value head, its RMS epsilon, silu) and the other activation, one norm group."""
     rng = np.random.default_rng(shape[1] * 100 + group)
-    inputs = [("X", random(rng, *shape, scale=2.0)), ("scale", random(rng, group)), ("gate", random(rng, *shape, scale=4.0))]
+    inputs = [("X", random(rng, *shape, scale=2.0)), ("scale", random(rng, group)),
+              ("gate", random(rng, *shape, scale=4.0))]
     assert_close(*run_both("GatedRMSNorm", inputs, 1, epsilon=epsilon, activation=activation))
 
 
