@@ -31,7 +31,7 @@ from hypothesis.internal.conjecture import providers
 
 from gentwin.conformance.families import FAMILIES, Capabilities, Family
 from gentwin.conformance.model_facts import ModelFacts
-from gentwin.conformance.scenarios import PEER_MODULE, Scenario
+from gentwin.conformance.scenarios import PEER_MODULE, ModelRefused, Scenario, refusal
 from gentwin.conformance.verdict import (DIFFERS, DIVERGED, IDENTICAL, MODEL, SAME, SEARCH, TIE, Side,
                                         Verdict, judge)
 from gentwin.errors import GentwinError
@@ -66,6 +66,7 @@ class Cell:
 
     counts: dict = field(default_factory=lambda: {IDENTICAL: 0, DIVERGED: 0, TIE: 0})
     ties: list = field(default_factory=list)         # [(scenario, verdict)]
+    refusals: list = field(default_factory=list)     # [(scenario, verdict)]: both sides refused alike
     failure: tuple | None = None                      # (scenario, verdict): the minimal divergence found
     seconds: float = 0.0
     logit_rows: int = 0                               # the model question: rows of logits compared
@@ -81,6 +82,8 @@ class Cell:
             self.searches[verdict.search] += 1
         if verdict.outcome == TIE:
             self.ties.append((scenario, verdict))
+        if verdict.refused:
+            self.refusals.append((scenario, verdict))
         if verdict.outcome == DIVERGED:
             self.diverged_in[verdict.diverged_in] = self.diverged_in.get(verdict.diverged_in, 0) + 1
             if self.failure is None:
@@ -148,6 +151,8 @@ def search(judge_one, strategy, cell: Cell, examples: int, run_seed: int, shrink
 
 
 def check_model(impl, oracle, folder: Path, family: Family, examples: int, run_seed: int, shrink: bool) -> Cell:
+    """The verdicts of FAMILY on FOLDER. A side whose Model() refuses the folder plays the fixed battery as that
+    refusal (verdict.judge: alike on both sides, not a divergence), and no scenario is generated for it."""
     cell, started = Cell(), time.perf_counter()
     facts = ModelFacts.read(folder)
     sides = Side(impl, _loaded(impl, folder)), Side(oracle, _loaded(oracle, folder))
@@ -157,7 +162,7 @@ def check_model(impl, oracle, folder: Path, family: Family, examples: int, run_s
 
     for scenario in family.battery(facts):
         cell.count(scenario, judge_one(scenario))
-    if cell.failure is None and examples > 0:
+    if cell.failure is None and examples > 0 and not any(refusal(side.model) for side in sides):
         strategy = family.strategy(facts, Capabilities.of(sides))
         search(judge_one, strategy, cell, examples, _cell_seed(run_seed, folder, family), shrink)
     cell.seconds = time.perf_counter() - started
@@ -168,10 +173,14 @@ _models: dict = {}
 
 
 def _loaded(module, folder: Path):
-    """One Model per (module, folder) per process: loading is the slow part of a small check."""
+    """One Model per (module, folder) per process: loading is the slow part of a small check. A Model() that
+    raises gives its refusal (scenarios.ModelRefused), which every scenario then observes."""
     key = (module.Model, str(folder))  # wrappers that reuse another module's Model share its models
     if key not in _models:
-        _models[key] = module.Model(str(folder))
+        try:
+            _models[key] = module.Model(str(folder))
+        except Exception as error:  # an implementation refusing a folder is an observation, not the check's end
+            _models[key] = ModelRefused(error)
     return _models[key]
 
 
@@ -221,6 +230,10 @@ def report(cells: dict, impl_name: str, oracle_name: str, model_dirs, run_seed: 
     print_questions(cells, models, out)
     folders = {Path(folder).name: Path(folder) for folder in model_dirs}
     for (model, family), cell in cells.items():
+        if cell.refusals:
+            scenario, verdict = cell.refusals[0]
+            print(f"\nrefused alike on {model} / {family} ({len(cell.refusals)} of {cell.played} scenarios): "
+                  f"{verdict.detail}\n  scenario = {scenario!r}", file=out)
         for scenario, verdict in cell.ties:
             print(f"\nnumerical tie on {model} / {family}: {verdict.detail}\n  scenario = {scenario!r}", file=out)
         if cell.failure:

@@ -39,6 +39,7 @@ import numpy as np
 PEER_MODULE = "onnxruntime_genai"
 EVERY_CALL = math.inf  # capture_until: keep the logits before every call, never pause
 LOGITS_KINDS = ("logits", "prompt_logits")
+REFUSED = "refused"  # the one event of a side whose Model or Generator could not be made
 
 Step = tuple
 
@@ -68,12 +69,26 @@ class Scenario:
 
 class Event(NamedTuple):
     """One observation: after step `step` (-1: the prompt), `kind` is tokens, sequences, length, logits,
-    prompt_logits, done, returned or raised, and `value` what was observed (logits: float32 [rows, vocab];
-    prompt_logits: float32 [rows, positions, vocab], every position of an append)."""
+    prompt_logits, done, returned, raised or refused, and `value` what was observed (logits: float32 [rows, vocab];
+    prompt_logits: float32 [rows, positions, vocab], every position of an append; refused: the Model or the
+    Generator could not be made, why)."""
 
     step: int
     kind: str
     value: object
+
+
+class ModelRefused(NamedTuple):
+    """What a side's Model() raised, in place of the model (see check.loaded)."""
+
+    error: Exception
+
+
+def refusal(model) -> str:
+    """Why MODEL could not be loaded ("Model(): ..."), or "" for a model."""
+    if isinstance(model, ModelRefused):
+        return f"Model(): {type(model.error).__name__}: {model.error}"
+    return ""
 
 
 def feeds_pending_before_append(module) -> bool:
@@ -105,9 +120,14 @@ class Player:
         self.prompt_logits = prompt_logits
         self.feed_pending_before_append = feed_pending_before_append
         self.capture_until, self.replace_logits = capture_until, replace_logits
-        params = og.GeneratorParams(model)
-        params.set_search_options(batch_size=scenario.batch_size, **scenario.options)
-        self.generator = og.Generator(model, params)
+        self.refused = refusal(model)   # why the Model or the Generator could not be made; "" when they were
+        if not self.refused:
+            try:
+                params = og.GeneratorParams(model)
+                params.set_search_options(batch_size=scenario.batch_size, **scenario.options)
+                self.generator = og.Generator(model, params)
+            except Exception as error:  # an implementation refusing the options or the model is an observation
+                self.refused = f"Generator(): {type(error).__name__}: {error}"
         self.calls = 0                 # generate_next_token calls so far
         self.captured: list = []       # [calls] float32 [rows, vocab]
         self.reply_start = 0           # where the tokens generated since the last append begin
@@ -115,8 +135,11 @@ class Player:
         self.token_pending = False     # a generated token is in the sequences but the model has not run it
 
     def play(self) -> list[Event]:
-        """Every event of the scenario. A call that raises ends the list with a "raised" event."""
+        """Every event of the scenario. A call that raises ends the list with a "raised" event; a Model or
+        Generator that could not be made is the one "refused" event."""
         events, step_index = [], -1
+        if self.refused:
+            return [Event(step_index, REFUSED, self.refused)]
         try:
             self._append(step_index, self.scenario.prompt, events)
             for step_index, step in enumerate(self.scenario.steps):

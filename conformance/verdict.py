@@ -22,6 +22,9 @@ rounds activations to int8). The first event that differs decides:
 - logits beyond the bound before any token differs: the histories are still the same, so that is the model
   question answered: a divergence of the model.
 - anything else (a sequence after an append or a rewind, is_done, an error raised by one side): a divergence.
+
+A side whose Model or Generator cannot be made observes only that refusal: both refusing alike (whatever
+their words) is identical, one refusing alone a divergence.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import numpy as np
 
 from gentwin.conformance.margins import FixedDraw, margin
 from gentwin.conformance.model_facts import ModelFacts, logit_error, logit_errors, unrounded_twin
-from gentwin.conformance.scenarios import (EVERY_CALL, LOGITS_KINDS, Event, Player, Scenario,
+from gentwin.conformance.scenarios import (EVERY_CALL, LOGITS_KINDS, REFUSED, Event, Player, Scenario,
                                            feeds_pending_before_append)
 from gentwin.errors import GentwinError
 from gentwin.reference import penalties, sampling
@@ -55,6 +58,7 @@ class Verdict:
     worst: float = 0.0      # the model question: the largest logit error compared, as a fraction of its bound
     rows: int = 0           # the model question: how many rows of logits were compared
     search: str = ""        # the search question, where the tokens differed: SAME or DIFFERS
+    refused: bool = False   # both sides refused the Model or the Generator (outcome IDENTICAL)
 
 
 class Side(NamedTuple):
@@ -143,6 +147,8 @@ def judge(impl: Side, oracle: Side, scenario: Scenario, facts: ModelFacts) -> Ve
     for index, (mine, truth) in enumerate(zip_longest(ours.events, theirs.events)):
         if mine is None or truth is None or mine[:2] != truth[:2]:
             return _verdict(DIVERGED, describe(scenario, mine, truth), model, STREAM)
+        if mine.kind == REFUSED:
+            return Verdict(IDENTICAL, f"both refused: implementation {mine.value}; oracle {truth.value}", refused=True)
         if mine.kind in LOGITS_KINDS:
             difference = model.within(mine.value, truth.value, ("event", index))
             if difference:

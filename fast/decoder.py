@@ -95,12 +95,15 @@ def execution_providers(provider_config) -> list:
 class Graph:
     """model.onnx in an InferenceSession, with its input and output types and the device of its buffers."""
 
-    def __init__(self, session: ort.InferenceSession, device: Device, takes_chunks_over_past: bool):
+    def __init__(self, session: ort.InferenceSession, device: Device, takes_chunks_over_past: bool,
+                 windowed_layers: frozenset[int]):
         self.session, self.device = session, device
         self.takes_chunks_over_past = takes_chunks_over_past  # see position_inputs.takes_chunks_over_past
+        self.windowed_layers = windowed_layers  # see model_check.windowed_attention_layers
         self.input_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_inputs()}
         self.input_shapes = {value.name: tuple(value.shape) for value in session.get_inputs()}
         self.output_types = {value.name: NUMPY_TYPES[value.type] for value in session.get_outputs()}
+        self.output_shapes = {value.name: tuple(value.shape) for value in session.get_outputs()}
 
 
 def load_graph(config, provider_config) -> Graph:
@@ -108,6 +111,7 @@ def load_graph(config, provider_config) -> Graph:
     proto = model_check.read_graph(config)
     model_check.check_against_config(config, proto)
     chunks = position_inputs.takes_chunks_over_past(proto.graph)
+    windowed_layers = model_check.windowed_attention_layers(config.decoder, proto.graph)
     providers = execution_providers(provider_config)
     options = session_options(config.decoder.session_options)
     if not chunks:
@@ -122,8 +126,8 @@ def load_graph(config, provider_config) -> Graph:
         raise ConfigError(f"cannot load {config.model_path} in onnxruntime: {error}") from error
     provider, provider_options = providers[0]
     if provider == PROVIDERS["cuda"]:
-        return Graph(session, Device("cuda", int(provider_options["device_id"])), chunks)
-    return Graph(session, Device("cpu"), chunks)
+        return Graph(session, Device("cuda", int(provider_options["device_id"])), chunks, windowed_layers)
+    return Graph(session, Device("cpu"), chunks, windowed_layers)
 
 
 class DecoderState(CachedState):
@@ -157,10 +161,11 @@ class DecoderState(CachedState):
 
     def _bind_logits(self, new_tokens: int) -> None:
         vocab = self.config.vocab_size
-        shape = (self.rows, new_tokens, vocab)
+        positions = position_inputs.logits_positions(self.graph.output_shapes[self.logits_name], new_tokens)
+        shape = (self.rows, positions, vocab)
         if self.logits is not None and self.logits.shape == shape:
             return
-        size = self.rows * new_tokens * vocab
+        size = self.rows * positions * vocab
         if self.logits_buffer is None or self.logits_buffer.size < size:
             self.logits_buffer = self.device.zeros(size, self.graph.output_types[self.logits_name])
         self.logits = self.logits_buffer[:size].reshape(shape)                             # [R, S, V]

@@ -41,6 +41,8 @@ PEER_TEXT_MODEL_TYPES = (
     "chatglm", "decoder", "ernie4_5", "gemma", "gemma2", "gemma3_text", "gemma4_text", "gpt2", "gptoss", "granite",
     "granitemoehybrid", "hunyuandensev1", "internlm2", "lfm2", "lfm2_moe", "llama", "mistral", "nemotron", "olmo", "phi",
     "phimoe", "phi3", "phi3small", "qwen2", "qwen3", "qwen3_5_moe_text", "qwen3_5_text", "smollm3",
+    # the text decoders of its vision-language models, run on text alone
+    "lfm2_vl_text", "mistral3_text", "qwen2_5_vl_text", "qwen3_vl_text",
 )
 
 # The `search` section: every option `set_search_options` accepts, with onnxruntime-genai's defaults.
@@ -77,9 +79,9 @@ class ConfigError(GentwinError):
 
 KV_LAYER, WINDOWED_KV_LAYER, CONV_LAYER = "KV cache", "windowed KV cache", "convolution state"
 RECURRENT_LAYER = "recurrent state"  # Qwen3.5's linear attention: a convolution state and the recurrence's state
-LFM2_TYPES = ("lfm2", "lfm2_moe")  # the model types whose layer_types make conv layers (the peer's LFM2Cache)
-# The text types whose position_ids are [3, B, S] (multimodal rotary): the peer feeds each row the same positions.
-POSITION_ROWS_3_TYPES = ("qwen3_5_text", "qwen3_5_moe_text")
+LFM2_TYPES = ("lfm2", "lfm2_moe", "lfm2_vl_text")  # whose layer_types make conv layers (the peer's LFM2Cache)
+# The Qwen-VL family (the peer's IsQwenVLFamily), whose position_ids are [3, batch, sequence]: multimodal rotary
+MROPE_TYPES = ("qwen2_5_vl_text", "qwen3_vl_text", "qwen3_5_text", "qwen3_5_moe_text")
 
 
 @dataclass(frozen=True)
@@ -150,11 +152,6 @@ class DecoderConfig:
         """Take as linear-attention layers those whose recurrent state GRAPH_INPUTS (names) hold."""
         self.recurrent_layers = tuple(layer for layer in range(self.num_hidden_layers)
                                       if self.input_names["past_recurrent_names"] % layer in graph_inputs)
-
-    @property
-    def position_rows(self) -> int:
-        """1, or 3 where position_ids are [3, B, S] (the model types of POSITION_ROWS_3_TYPES)."""
-        return 3 if self.model_type in POSITION_ROWS_3_TYPES else 1
 
     def state_input_names(self) -> list[str]:
         """Every input the generator feeds from one run to the next: attention layers' pasts, conv states,

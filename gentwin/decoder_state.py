@@ -4,8 +4,9 @@ layers from the graph's inputs, as the peer finds them), and the attention mask 
 A layer carries one of four kinds of state from one run to the next (gentwin.config's layer kinds):
 - a KV cache: past keys and values (`past_key_values.%d.key` / `.value`, or gpt2's combined `past_%d`)
   that the present extends, or with `past_present_share_buffer` one max_length buffer both read and write;
-- a windowed KV cache (`decoder.sliding_window`, GroupQueryAttention with sliding_window_cache=1): one buffer
-  of a few positions more than the window, which the attention op fills and evicts from itself;
+- a windowed KV cache (`decoder.sliding_window`, read by a GroupQueryAttention with sliding_window_cache=1:
+  model_check.windowed_attention_layers): one buffer of a few positions more than the window, which the
+  attention op fills and evicts from itself;
 - a convolution state (lfm2's conv layers, `past.%d.conv`): the last K - 1 inputs of the layer's causal
   convolution, [B, C, K - 1], which the present replaces;
 - a recurrent state (Qwen3.5's linear-attention layers): a convolution state as above and the recurrence's
@@ -29,9 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from gentwin import position_inputs
-from gentwin.config import CONV_LAYER, RECURRENT_LAYER, WINDOWED_KV_LAYER
+from gentwin.config import CONV_LAYER, KV_LAYER, RECURRENT_LAYER, WINDOWED_KV_LAYER
 from gentwin.errors import GentwinError
-from gentwin.position_inputs import PositionInputs
 
 # onnxruntime-genai's slack beyond the window for a windowed cache when cache_slack is 0, by device.
 WINDOW_SLACK = {"cpu": 16, "cuda": 0}
@@ -101,15 +101,20 @@ def layer_caches(config, graph, rows: int, max_length: int, share_buffer: bool, 
     caches = []
     for layer in decoder.attention_layers:
         past, present = decoder.past_names(layer), decoder.present_names(layer)
-        kind = decoder.layer_kind(layer)
-        if kind == WINDOWED_KV_LAYER:
-            capacity = decoder.sliding_window.capacity(max_length, WINDOW_SLACK[device])
+        covered = decoder.layer_kind(layer) == WINDOWED_KV_LAYER
+        # The peer sizes a shared buffer by the window wherever decoder.sliding_window covers the layer, whether
+        # its attention op keeps a window or not. Without a shared buffer it feeds such a layer a past that
+        # grows, as any other (and allocates its present for the window only, so it fails past that many
+        # positions, where gentwin runs on: an attention op without a window attends to the whole past).
+        shared = decoder.sliding_window.capacity(max_length, WINDOW_SLACK[device]) if covered else max_length
+        if layer in graph.windowed_layers:  # its attention op evicts from a window-sized buffer itself
+            kind, capacity = WINDOWED_KV_LAYER, shared
             if capacity < decoder.sliding_window.window_size:
                 raise GentwinError(f"max_length {max_length} is below the sliding window of "
                                    f"{decoder.sliding_window.window_size} positions, which the windowed KV cache must "
                                    "hold (onnxruntime's GroupQueryAttention refuses a smaller one)")
         else:
-            capacity = max_length if share_buffer else None
+            kind, capacity = KV_LAYER, shared if share_buffer else None
         leading = (2, rows) if decoder.combined_past else (rows,)            # gpt2: keys and values in one tensor
         caches.append(LayerCache(layer, kind, tuple(past), tuple(present), graph.input_types[past[0]],
                                  (*leading, decoder.num_key_value_heads), (decoder.head_size,), capacity, max_length))
@@ -133,25 +138,15 @@ class CachedState:
         self.graph, self.config = graph, config
         names = config.decoder.input_names
         self.position_input_names = names["input_ids"], names["attention_mask"], names["position_ids"]
-        three_rows = config.decoder.position_rows > 1
-        self.positions = PositionInputs(config.pad_token_id, batch_size, unmasks_pads_after_first_run=three_rows)
-        self.windowed = any(layer_kind == WINDOWED_KV_LAYER for layer_kind in map(
-            config.decoder.layer_kind, config.decoder.attention_layers))
+        self.positions = position_inputs.position_rules(config.model_type)(config.pad_token_id, batch_size)
+        self.windowed = bool(graph.windowed_layers)  # some attention op evicts from a window-sized buffer
         if self.windowed:
             _check_windowed_cache_options(num_beams, share_buffer)
-        if num_beams > 1 and three_rows:
-            raise GentwinError(f"beam search (num_beams {num_beams}) is not supported on a {config.model_type} model: "
-                               "its position_ids are [3, batch, sequence], and onnxruntime-genai multiplies their "
-                               "first dimension, not the batch, by the beams (onnxruntime then refuses the input)")
 
     def position_feeds(self, input_ids: np.ndarray) -> dict:
         """input_ids, attention_mask and position_ids (gentwin.position_inputs) for a run on INPUT_IDS [R, S],
-        those the graph takes, by name. Text in a graph with [3, R, S] positions (multimodal rotary) has the
-        same positions in each of the 3 rows, as the peer feeds them."""
+        those the graph takes, by name."""
         mask, positions = self.positions.next(input_ids)                                    # [R, T], [R, S]
-        rows = self.config.decoder.position_rows
-        if rows > 1:
-            positions = np.broadcast_to(positions, (rows, *positions.shape))                # [3, R, S]
         feeds = dict(zip(self.position_input_names, (input_ids, mask, positions)))
         return {name: value for name, value in feeds.items() if name in self.graph.input_types}
 

@@ -24,7 +24,7 @@ import os
 
 import onnx
 
-from gentwin.config import DEFAULT_INPUT_NAMES, ConfigError, DecoderConfig, GenaiConfig
+from gentwin.config import DEFAULT_INPUT_NAMES, WINDOWED_KV_LAYER, ConfigError, DecoderConfig, GenaiConfig
 from gentwin.graph_inputs import declared_shape, input_specs
 
 GENERATOR_INPUTS = ("input_ids", "attention_mask", "position_ids")
@@ -253,3 +253,15 @@ def _check_attention_nodes(decoder: DecoderConfig, graph: onnx.GraphProto) -> No
             raise ConfigError(f"genai_config.json: 'model.decoder.head_size' is {decoder.head_size}, but the "
                               f"graph's {node.op_type} node {node.name!r} takes {query_heads} heads in a query "
                               f"{query_width} wide: heads of size {query_width / query_heads:g}")
+
+
+def windowed_attention_layers(decoder: DecoderConfig, graph: onnx.GraphProto) -> frozenset[int]:
+    """The layers whose cache is a window-sized buffer the attention op evicts from itself: those
+    decoder.sliding_window covers whose GroupQueryAttention reads its past with sliding_window_cache=1.
+    A layer the config covers but whose attention keeps no window (the builder's MultiHeadAttention in
+    half precision, mistral3's window wider than its context) carries a plain KV cache, as in the peer."""
+    covered = {name: layer for layer in decoder.attention_layers if decoder.layer_kind(layer) == WINDOWED_KV_LAYER
+               for name in decoder.past_names(layer)}
+    return frozenset(covered[node.input[3]] for node in graph.node
+                     if node.op_type == "GroupQueryAttention" and len(node.input) > 3 and node.input[3] in covered
+                     and _attributes(node).get("sliding_window_cache", 0))

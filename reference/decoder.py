@@ -75,8 +75,9 @@ def check_supported(proto: onnx.ModelProto, path: str) -> None:
 class Graph:
     """model.onnx, loaded and checked once; `run` evaluates it on one set of feeds."""
 
-    def __init__(self, proto: onnx.ModelProto, weights: dict):
+    def __init__(self, proto: onnx.ModelProto, weights: dict, windowed_layers: frozenset[int]):
         self.evaluator = ReferenceEvaluator(proto, new_ops=CONTRIB_OPS)
+        self.windowed_layers = windowed_layers  # see model_check.windowed_attention_layers
         self.weights = weights  # the initializers held outside PROTO (see map_external_weights), fed every run
         self.takes_chunks_over_past = position_inputs.takes_chunks_over_past(proto.graph)
         self.input_types = {value.name: onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
@@ -102,11 +103,12 @@ def load_graph(config, _provider_config=None) -> Graph:
     proto = model_check.read_graph(config)
     check_supported(proto, path)
     model_check.check_against_config(config, proto)
+    windowed_layers = model_check.windowed_attention_layers(config.decoder, proto.graph)
     try:
         weights = map_external_weights(proto, os.path.dirname(path))
     except Exception as error:  # a missing, short or unreadable data file
         raise ConfigError(f"cannot load {path}: {error}") from error
-    return Graph(proto, weights)
+    return Graph(proto, weights, windowed_layers)
 
 
 def map_external_weights(proto: onnx.ModelProto, folder: str) -> dict:

@@ -221,6 +221,52 @@ def test_rotary_embedding_refuses_three_rows_of_positions_as_onnxruntime_does():
         ReferenceEvaluator(model, new_ops=CONTRIB_OPS).run(None, feeds)
 
 
+# --- MRotaryEmbedding --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout, section", [(0, [2, 3, 3]), (1, [4, 2, 2]), (0, [1, 2, 1]), (1, [2, 1, 1])],
+                         ids=["sectioned", "interleaved", "sectioned-partial", "interleaved-partial"])
+@pytest.mark.parametrize("interleaved", [0, 1])
+def test_mrotary_embedding(layout, section, interleaved):
+    """Three distinct position streams (as for an image's tokens), so every column's owner shows; the
+    sections cover half the rotary channels, of a whole head of 16 or (partial) of its first 8."""
+    rng = np.random.default_rng(6)
+    batch, length, heads, head_size, rotary_dim = 2, 5, 3, 16, 2 * sum(section)
+    position_ids = rng.integers(0, 27, (3, batch, length)).astype(np.int64)
+    cos, sin = rotary_caches(rng, rotary_dim)
+    attributes = {"interleaved": interleaved, "mrope_section": section, "mrope_layout": layout, "num_heads": heads}
+    if rotary_dim < head_size:
+        attributes["rotary_embedding_dim"] = rotary_dim
+    inputs = [("x", random(rng, batch, length, heads * head_size)), ("position_ids", position_ids),
+              ("cos", cos), ("sin", sin)]
+    assert_outputs_match(*run_both("MRotaryEmbedding", inputs, **attributes))
+
+
+def test_mrotary_embedding_refuses_sections_that_do_not_cover_the_rotary_half():
+    rng = np.random.default_rng(6)
+    cos, sin = rotary_caches(rng, 16)
+    inputs = [("x", random(rng, 1, 2, 32)), ("position_ids", np.zeros((3, 1, 2), np.int64)), ("cos", cos),
+              ("sin", sin)]
+    with pytest.raises(ValueError, match=r"mrope_section \[1, 1, 1\] adds up to 3, not 8"):
+        ReferenceEvaluator(make_model([helper.make_node("MRotaryEmbedding", ["x", "position_ids", "cos", "sin"],
+                                                        ["y"], domain="com.microsoft", num_heads=2,
+                                                        mrope_section=[1, 1, 1])], dict(inputs), ["y"]),
+                           new_ops=CONTRIB_OPS).run(None, dict(inputs))
+
+
+def test_mrotary_embedding_of_text_is_rotary_embedding():
+    """Text positions are equal in the three streams: the rotation is RotaryEmbedding's at that position."""
+    rng = np.random.default_rng(7)
+    x, positions = random(rng, 1, 4, 32), np.array([[3, 4, 5, 6]], np.int64)
+    cos, sin = rotary_caches(rng, 16)
+    common = [("cos", cos), ("sin", sin)]
+    _, plain = run_both("RotaryEmbedding", [("x", x), ("position_ids", positions), *common], num_heads=2)
+    expected, multimodal = run_both("MRotaryEmbedding", [("x", x), ("position_ids", np.stack([positions] * 3)),
+                                                         *common], num_heads=2, mrope_section=[2, 3, 3])
+    assert_outputs_match(expected, multimodal)
+    np.testing.assert_array_equal(multimodal[0], plain[0])
+
+
 # --- layer norms -------------------------------------------------------------------------------
 
 HIDDEN = 64

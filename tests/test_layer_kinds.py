@@ -9,9 +9,9 @@
 - qwen35-linear-fp32: Qwen3.5's hybrid, linear-attention layers (CausalConvWithState and LinearAttention:
   past.%d.conv and past.%d.recurrent) around an attention layer, [3, B, S] position_ids.
 
-Where the peer refuses (a windowed cache with right-padded batches or beams, rewinds it cannot serve, beams on
-[3, B, S] positions), gentwin refuses too, with a GentwinError, before anything changes: the generator then runs
-on as if never asked.
+Where the peer refuses (a windowed cache with right-padded batches or beams, rewinds it cannot serve), gentwin
+refuses too, with a GentwinError, before anything changes: the generator then runs on as if never asked. Where it
+fails (beams on [3, B, S] positions), both engines run alike.
 """
 
 from __future__ import annotations
@@ -206,14 +206,18 @@ def test_a_windowed_cache_refuses_to_rewind_past_what_it_evicted(engine, models)
     assert_refused_and_unchanged(engine, models[WINDOWED], 20, (24, 10, 0), message, message)
 
 
-@by_engine
-def test_beams_on_three_rows_of_positions_are_refused_as_the_peer_fails(engine, models):
+def test_beams_on_three_rows_of_positions_where_the_peer_fails_agree_on_both_engines(models):
     """The peer multiplies the first dimension of [3, B, S] position_ids by the beams, and onnxruntime refuses
-    them at the first run; gentwin refuses the Generator."""
+    them at the first run; both engines run the beams (reordering the recurrent states), alike."""
+    options = {"num_beams": 3, "num_return_sequences": 2}
     with pytest.raises(RuntimeError, match="invalid dimensions for input: position_ids"):
-        generator(og, models[LINEAR], num_beams=2)
-    with pytest.raises(GentwinError, match=r"beam search \(num_beams 2\) is not supported on a qwen3_5_text model"):
-        generator(engine, models[LINEAR], num_beams=2)
+        generate(generator(og, models[LINEAR], **options))
+    streams = []
+    for engine in ENGINES:
+        gen = generator(engine, models[LINEAR], **options)
+        generate(gen)
+        streams.append(sequences(gen, 2))
+    assert streams[0] == streams[1] and streams[0][0] != streams[0][1]
 
 
 @by_engine

@@ -19,6 +19,7 @@ from .linear_attention import LinearAttention
 from .linear_attention_gate import LinearAttentionGate
 from .matmul_nbits import MatMulNBits
 from .moe import MoE, QMoE
+from .mrotary_embedding import MRotaryEmbedding
 from .multi_head_attention import MultiHeadAttention
 from .rotary_embedding import RotaryEmbedding
 
@@ -34,6 +35,7 @@ CONTRIB_OPS = [
     LinearAttentionGate,
     MatMulNBits,
     MoE,
+    MRotaryEmbedding,
     MultiHeadAttention,
     QMoE,
     QuickGelu,

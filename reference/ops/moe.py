@@ -21,7 +21,7 @@ class Mixture(ContribOp):
     ACTIVATIONS, and SwiGLU only with its gate and linear rows interleaved (swiglu_fusion 1)."""
 
     implemented_values = {"use_sparse_mixer": (0,)}
-    widens_half_inputs = False  # onnxruntime's CPU MoE and QMoE take float32 only
+    widens_half_inputs = False  # QMoE: float32 only here
 
     @classmethod
     def check_attributes(cls, op_type, attributes):
@@ -35,9 +35,10 @@ class Mixture(ContribOp):
 class MoE(Mixture):
     """fc1_experts_weights [experts, fc1 rows, hidden], fc2_experts_weights [experts, hidden, inter], biases
     [experts, rows]. Like onnxruntime's CPU kernel: no fc3 (a separate gate), no sparse mixer, SwiGLU only
-    interleaved (swiglu_fusion 1); float32 only."""
+    interleaved (swiglu_fusion 1); float32, or float16 computed in float32 (see ContribOp)."""
 
     unimplemented_inputs = {6: "fc3_experts_weights", 7: "fc3_experts_bias"}  # a separate gate projection
+    widens_half_inputs = True  # the builder's fp16 gpt-oss: onnxruntime's CPU MoE takes float16 too
 
     def _run(
         self, input, router_probs, fc1_experts_weights, fc1_experts_bias=None, fc2_experts_weights=None,
