@@ -221,6 +221,17 @@ def test_beams_on_three_rows_of_positions_where_the_peer_fails_agree_on_both_eng
 
 
 @by_engine
+def test_pads_inside_prompts_on_three_rows_of_positions_match_the_peer(engine, models):
+    """qwen3_5_text is of the peer's Qwen-VL family: a pad anywhere is masked and at position 0, even in a batch
+    of one (the linear-attention layers run it all the same: they read no mask)."""
+    pad = pad_id(models[LINEAR])
+    for prompt in ([PROMPT[:2] + [pad] + PROMPT[2:]], [PROMPT, SECOND_ROW[:1] + [pad] + SECOND_ROW[1:] + [pad] * 2]):
+        expected, ours = generator(og, models[LINEAR], prompt), generator(engine, models[LINEAR], prompt)
+        generate(expected), generate(ours)
+        assert sequences(ours, len(prompt)) == sequences(expected, len(prompt))
+
+
+@by_engine
 def test_a_recurrent_state_refuses_a_partial_rewind(engine, models):
     assert_refused_and_unchanged(engine, models[LINEAR], 3, (8, 4), "not supported without a snapshot",
                                  "linear-attention layer 0's state")
