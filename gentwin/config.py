@@ -23,8 +23,6 @@ DEFAULT_INPUT_NAMES = {
     "past_value_names": "past_key_values.%d.value",
     "past_names": None,  # gpt2's combined [2, B, H, S, D] past, e.g. "past_%d"
     "past_conv_names": "past_conv.%d",  # lfm2's convolution state [B, C, K - 1] of a "conv" layer
-    # Qwen3.5's linear-attention layers: a conv state (past_conv_names) and the recurrence's [B, H, Dk, Dv]
-    "past_recurrent_names": "past_key_values.%d.recurrent_state",
 }
 DEFAULT_OUTPUT_NAMES = {
     "logits": "logits",
@@ -32,6 +30,13 @@ DEFAULT_OUTPUT_NAMES = {
     "present_value_names": "present.%d.value",
     "present_names": None,
     "present_conv_names": "present_conv.%d",
+}
+# Qwen3.5's linear-attention layers: a conv state [B, C, K - 1] and the recurrence's [B, H, Dk, Dv], named by
+# these templates where genai_config.json leaves them out (the peer's RecurrentState defaults, not lfm2's)
+RECURRENT_STATE_NAMES = {
+    "past_conv_names": "past_key_values.%d.conv_state",
+    "past_recurrent_names": "past_key_values.%d.recurrent_state",
+    "present_conv_names": "present.%d.conv_state",
     "present_recurrent_names": "present.%d.recurrent_state",
 }
 
@@ -117,6 +122,7 @@ class DecoderConfig:
     # Qwen3.5's linear-attention layers. genai_config.json names their states but not the layers: the graph says,
     # by the layers it takes a recurrent state of (find_recurrent_layers), as the peer's RecurrentState finds them.
     recurrent_layers: tuple[int, ...] = ()
+    recurrent_templates: dict = field(default_factory=lambda: dict(RECURRENT_STATE_NAMES))  # their states' names
 
     @property
     def attention_layers(self) -> list[int]:
@@ -145,13 +151,14 @@ class DecoderConfig:
 
     def recurrent_names(self, layer: int) -> tuple[tuple[str, str], tuple[str, str]]:
         """A linear-attention layer's states, its convolution's then its recurrence's: past inputs, present outputs."""
-        return ((self.input_names["past_conv_names"] % layer, self.input_names["past_recurrent_names"] % layer),
-                (self.output_names["present_conv_names"] % layer, self.output_names["present_recurrent_names"] % layer))
+        templates = self.recurrent_templates
+        return ((templates["past_conv_names"] % layer, templates["past_recurrent_names"] % layer),
+                (templates["present_conv_names"] % layer, templates["present_recurrent_names"] % layer))
 
     def find_recurrent_layers(self, graph_inputs) -> None:
         """Take as linear-attention layers those whose recurrent state GRAPH_INPUTS (names) hold."""
         self.recurrent_layers = tuple(layer for layer in range(self.num_hidden_layers)
-                                      if self.input_names["past_recurrent_names"] % layer in graph_inputs)
+                                      if self.recurrent_templates["past_recurrent_names"] % layer in graph_inputs)
 
     def state_input_names(self) -> list[str]:
         """Every input the generator feeds from one run to the next: attention layers' pasts, conv states,
@@ -278,6 +285,8 @@ def _parse_decoder(decoder: dict, model_type: str) -> DecoderConfig:
         layer_types=_layer_types(decoder, layers, model_type),
         sliding_window=_sliding_window(decoder.get("sliding_window"), layers),
         model_type=model_type,
+        recurrent_templates={key: {**decoder.get("inputs", {}), **decoder.get("outputs", {})}.get(key, default)
+                             for key, default in RECURRENT_STATE_NAMES.items()},  # those given, else the defaults
     )
 
 

@@ -136,11 +136,11 @@ def _check_recurrent_states(decoder: DecoderConfig, inputs: dict, outputs: dict)
     for layer in decoder.recurrent_layers:
         for section, section_fields, names, shapes in zip(("inputs", "outputs"), fields,
                                                           decoder.recurrent_names(layer), (inputs, outputs)):
-            templates = decoder.input_names if section == "inputs" else decoder.output_names
             for field, name in zip(section_fields, names):
                 if name not in shapes:
-                    raise ConfigError(f"genai_config.json: 'model.decoder.{section}.{field}' is {templates[field]!r}, "
-                                      f"but the graph has no {section[:-1]} {name} for linear-attention layer {layer}")
+                    raise ConfigError(f"genai_config.json: 'model.decoder.{section}.{field}' is "
+                                      f"{decoder.recurrent_templates[field]!r}, but the graph has no {section[:-1]} "
+                                      f"{name} for linear-attention layer {layer}")
         for name, rank in zip(decoder.recurrent_names(layer)[0], (3, 4)):
             shape = inputs[name]
             if len(shape or ()) != rank or not all(isinstance(dim, int) for dim in shape[1:]):

@@ -325,8 +325,9 @@ def folder_with(models, tmp_path, name, edit):
     ("lfm2-conv-fp32", lambda model: model["decoder"].pop("layer_types"), "layer_types' is missing"),
     ("lfm2-conv-fp32", lambda model: model["decoder"]["layer_types"].pop(), "has 2 entries, but"),
     ("lfm2-conv-fp32", lambda model: model["decoder"]["inputs"].pop("past_conv_names"), "past_conv_names"),
-    (LINEAR, lambda model: model["decoder"]["inputs"].pop("past_conv_names"),
-     "'past_conv.%d', but the graph has no input past_conv.0 for linear-attention layer 0"),
+    (LINEAR, lambda model: model["decoder"]["inputs"].pop("past_conv_names"),  # the peer: "Model input was not
+     # found: past_key_values.0.conv_state" at the first run
+     "'past_key_values.%d.conv_state', but the graph has no input past_key_values.0.conv_state for linear-attention"),
     (WINDOWED, lambda model: model["decoder"]["sliding_window"].pop("slide_key_value_cache"),
      "slides the key-value cache"),
     (WINDOWED, lambda model: model["decoder"]["sliding_window"].update(layers=[2]), "layer numbers below 2"),
