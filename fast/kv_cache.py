@@ -3,11 +3,11 @@ onnxruntime reads and writes in place.
 
 The two ways are the reference's (gentwin/reference/kv_cache.py); what changes is where the tensors live:
 
-- `SwappedCache` (a growing KV past, gpt2's combined one, a conv state): each tensor has two flat buffers,
-  big enough for max_length positions. The past [.., T, D] is the front of one, and the graph writes the
-  present [.., T + S, D] into the front of the other; then they swap roles. Both are contiguous because a
+- `SwappedCache` (a growing KV past, gpt2's combined one, a conv or recurrent state): each tensor has two flat
+  buffers, big enough for max_length positions. The past [.., T, D] is the front of one, and the graph writes
+  the present [.., T + S, D] into the front of the other; then they swap roles. Both are contiguous because a
   tensor of T positions is the first T-position-sized slice of a flat buffer, so growing never allocates. A
-  conv state keeps one shape, so it simply alternates between its two buffers.
+  conv or recurrent state keeps one shape, so it simply alternates between its two buffers.
 - `SharedBuffer` (`past_present_share_buffer`, or a windowed cache): past and present are bound to the same
   buffer of the layer's capacity, as the peer binds them; the attention op writes the new positions into it
   (and evicts from a windowed one), so a run copies nothing.
@@ -64,7 +64,11 @@ class SwappedCache:
         return {name: self._held(flat) for name, flat in zip(self.spec.present_names, self.current)}
 
     def rewind(self, length: int) -> None:
-        """Keep the first LENGTH positions (LayerCache.check_rewind has refused what cannot be kept)."""
+        """Keep the first LENGTH positions (LayerCache.check_rewind has refused what cannot be kept); a fixed
+        state rewound to 0 is zeroed, as the sequence starts again."""
+        if length == 0 and self.spec.fixed_shape:
+            for flat in self.current:
+                flat[...] = 0
         if 0 < length < self.length:
             for held, spare in zip(self.current, self.spare):
                 self._view(spare, length)[...] = self._held(held)[..., :length, :]  # [(2,) B, H, length, D]

@@ -31,6 +31,14 @@ DEFAULT_OUTPUT_NAMES = {
     "present_names": None,
     "present_conv_names": "present_conv.%d",
 }
+# Qwen3.5's linear-attention layers: a conv state [B, C, K - 1] and the recurrence's [B, H, Dk, Dv], named by
+# these templates where genai_config.json leaves them out (the peer's RecurrentState defaults, not lfm2's)
+RECURRENT_STATE_NAMES = {
+    "past_conv_names": "past_key_values.%d.conv_state",
+    "past_recurrent_names": "past_key_values.%d.recurrent_state",
+    "present_conv_names": "present.%d.conv_state",
+    "present_recurrent_names": "present.%d.recurrent_state",
+}
 
 # The decoder-only text models onnxruntime-genai runs (its src/models/model_type.h, ModelType::IsLLM); its
 # vision, audio and pipeline types need more than one graph, which gentwin does not run.
@@ -75,6 +83,7 @@ class ConfigError(GentwinError):
 
 
 KV_LAYER, WINDOWED_KV_LAYER, CONV_LAYER = "KV cache", "windowed KV cache", "convolution state"
+RECURRENT_LAYER = "recurrent state"  # Qwen3.5's linear attention: a convolution state and the recurrence's state
 LFM2_TYPES = ("lfm2", "lfm2_moe", "lfm2_vl_text")  # whose layer_types make conv layers (the peer's LFM2Cache)
 # The Qwen-VL family (the peer's IsQwenVLFamily), whose position_ids are [3, batch, sequence]: multimodal rotary
 MROPE_TYPES = ("qwen2_5_vl_text", "qwen3_vl_text", "qwen3_5_text", "qwen3_5_moe_text")
@@ -110,18 +119,26 @@ class DecoderConfig:
     layer_types: list[str] | None = None  # lfm2: "full_attention" or "conv" per layer
     sliding_window: SlidingWindow | None = None
     model_type: str = ""
+    # Qwen3.5's linear-attention layers. genai_config.json names their states but not the layers: the graph says,
+    # by the layers it takes a recurrent state of (find_recurrent_layers), as the peer's RecurrentState finds them.
+    recurrent_layers: tuple[int, ...] = ()
+    recurrent_templates: dict = field(default_factory=lambda: dict(RECURRENT_STATE_NAMES))  # their states' names
 
     @property
     def attention_layers(self) -> list[int]:
-        """The layers with a KV cache: every layer, but lfm2's conv layers (its LFM2Cache's rule)."""
-        return [layer for layer in range(self.num_hidden_layers) if self.layer_kind(layer) != CONV_LAYER]
+        """The layers with a KV cache: every layer, but lfm2's conv layers (its LFM2Cache's rule) and
+        linear-attention layers."""
+        return [layer for layer in range(self.num_hidden_layers)
+                if self.layer_kind(layer) not in (CONV_LAYER, RECURRENT_LAYER)]
 
     @property
     def conv_layers(self) -> list[int]:
         return [layer for layer in range(self.num_hidden_layers) if self.layer_kind(layer) == CONV_LAYER]
 
     def layer_kind(self, layer: int) -> str:
-        """KV_LAYER, WINDOWED_KV_LAYER or CONV_LAYER: what LAYER carries from one run to the next."""
+        """KV_LAYER, WINDOWED_KV_LAYER, CONV_LAYER or RECURRENT_LAYER: what LAYER carries from one run to the next."""
+        if layer in self.recurrent_layers:
+            return RECURRENT_LAYER
         if self.model_type in LFM2_TYPES and self.layer_types[layer] != "full_attention":
             return CONV_LAYER
         if self.sliding_window is not None and self.sliding_window.covers(layer):
@@ -132,9 +149,22 @@ class DecoderConfig:
         """A conv layer's state: its past input and present output names."""
         return self.input_names["past_conv_names"] % layer, self.output_names["present_conv_names"] % layer
 
+    def recurrent_names(self, layer: int) -> tuple[tuple[str, str], tuple[str, str]]:
+        """A linear-attention layer's states, its convolution's then its recurrence's: past inputs, present outputs."""
+        templates = self.recurrent_templates
+        return ((templates["past_conv_names"] % layer, templates["past_recurrent_names"] % layer),
+                (templates["present_conv_names"] % layer, templates["present_recurrent_names"] % layer))
+
+    def find_recurrent_layers(self, graph_inputs) -> None:
+        """Take as linear-attention layers those whose recurrent state GRAPH_INPUTS (names) hold."""
+        self.recurrent_layers = tuple(layer for layer in range(self.num_hidden_layers)
+                                      if self.recurrent_templates["past_recurrent_names"] % layer in graph_inputs)
+
     def state_input_names(self) -> list[str]:
-        """Every input the generator feeds from one run to the next: attention layers' pasts, conv states."""
-        return self.cache_names()[0] + [self.conv_names(layer)[0] for layer in self.conv_layers]
+        """Every input the generator feeds from one run to the next: attention layers' pasts, conv states,
+        linear-attention layers' states."""
+        return (self.cache_names()[0] + [self.conv_names(layer)[0] for layer in self.conv_layers]
+                + [name for layer in self.recurrent_layers for name in self.recurrent_names(layer)[0]])
 
     @property
     def combined_past(self) -> bool:
@@ -256,6 +286,8 @@ def _parse_decoder(decoder: dict, model_type: str) -> DecoderConfig:
         layer_types=_layer_types(decoder, layers, model_type),
         sliding_window=_sliding_window(decoder.get("sliding_window"), layers),
         model_type=model_type,
+        recurrent_templates={key: {**decoder.get("inputs", {}), **decoder.get("outputs", {})}.get(key, default)
+                             for key, default in RECURRENT_STATE_NAMES.items()},  # those given, else the defaults
     )
 
 

@@ -1,14 +1,17 @@
-"""What both engines' decoder states share: one cache per layer, chosen from genai_config.json, and the
-attention mask and positions, which move with them.
+"""What both engines' decoder states share: one cache per layer, chosen from genai_config.json (linear-attention
+layers from the graph's inputs, as the peer finds them), and the attention mask and positions, which move with them.
 
-A layer carries one of three kinds of state from one run to the next (gentwin.config's layer kinds):
+A layer carries one of four kinds of state from one run to the next (gentwin.config's layer kinds):
 - a KV cache: past keys and values (`past_key_values.%d.key` / `.value`, or gpt2's combined `past_%d`)
   that the present extends, or with `past_present_share_buffer` one max_length buffer both read and write;
 - a windowed KV cache (`decoder.sliding_window`, read by a GroupQueryAttention with sliding_window_cache=1:
   model_check.windowed_attention_layers): one buffer of a few positions more than the window, which the
   attention op fills and evicts from itself;
 - a convolution state (lfm2's conv layers, `past.%d.conv`): the last K - 1 inputs of the layer's causal
-  convolution, [B, C, K - 1], which the present replaces.
+  convolution, [B, C, K - 1], which the present replaces;
+- a recurrent state (Qwen3.5's linear-attention layers): a convolution state as above and the recurrence's
+  state [B, H, Dk, Dv] (`past.%d.recurrent`, LinearAttention's memory of every token before), two fixed-shape
+  tensors that the presents replace, one LayerCache each.
 A decoder without any of these (no layer, or no cache input) feeds only the tokens and their positions.
 
 `LayerCache` describes one layer's tensors and decides what the peer decides about them: how big, whether a
@@ -28,12 +31,13 @@ import numpy as np
 
 from gentwin import logging_options as run_log
 from gentwin import position_inputs
-from gentwin.config import CONV_LAYER, KV_LAYER, WINDOWED_KV_LAYER
+from gentwin.config import CONV_LAYER, KV_LAYER, RECURRENT_LAYER, WINDOWED_KV_LAYER
 from gentwin.devices import to_host
 from gentwin.errors import GentwinError
 
 # onnxruntime-genai's slack beyond the window for a windowed cache when cache_slack is 0, by device.
 WINDOW_SLACK = {"cpu": 16, "cuda": 0}
+FIXED_SHAPE_KINDS = (CONV_LAYER, RECURRENT_LAYER)  # states of one shape, which the present replaces whole
 
 
 @dataclass(frozen=True)
@@ -41,30 +45,35 @@ class LayerCache:
     """One layer's past inputs and present outputs, and what the peer allows with them."""
 
     layer: int
-    kind: str                         # KV_LAYER, WINDOWED_KV_LAYER or CONV_LAYER
+    kind: str                         # KV_LAYER, WINDOWED_KV_LAYER, CONV_LAYER or RECURRENT_LAYER
     past_names: tuple[str, ...]
     present_names: tuple[str, ...]
     dtype: type
-    leading: tuple[int, ...]          # the dimensions before the positions, [(2,) B, H]; a conv state's whole shape
-    trailing: tuple[int, ...]         # after them: [D]; a conv state has none
+    leading: tuple[int, ...]          # the dimensions before the positions, [(2,) B, H]; a fixed state's whole shape
+    trailing: tuple[int, ...]         # after them: [D]; a fixed state has none
     capacity: int | None              # positions of a buffer past and present share; None: the past grows
     max_length: int
 
     @property
     def rows_axis(self) -> int:
         """The batch-times-beams axis: first, but in gpt2's combined past, which leads with keys and values."""
-        return 1 if self.kind != CONV_LAYER and len(self.leading) == 3 else 0
+        return 1 if not self.fixed_shape and len(self.leading) == 3 else 0
+
+    @property
+    def fixed_shape(self) -> bool:
+        """A state of one shape whatever the positions run (a conv or recurrent state), not a cache of positions."""
+        return self.kind in FIXED_SHAPE_KINDS
 
     def shape_of(self, positions: int) -> tuple[int, ...]:
-        """The shape of a past or present holding POSITIONS positions (a conv state has one shape)."""
-        if self.kind == CONV_LAYER:
-            return self.leading                                                      # [B, C, K - 1]
+        """The shape of a past or present holding POSITIONS positions (a fixed state has one shape)."""
+        if self.fixed_shape:
+            return self.leading                                                      # [B, C, K - 1] or [B, H, Dk, Dv]
         return (*self.leading, positions, *self.trailing)                            # [(2,) B, H, positions, D]
 
     def held(self, tensor, length: int):
         """The part of TENSOR (a past, LENGTH positions run) that a snapshot keeps: the positions written
-        (a windowed buffer holds at most its capacity), or a conv state whole."""
-        if self.kind == CONV_LAYER:
+        (a windowed buffer holds at most its capacity), or a fixed state whole."""
+        if self.fixed_shape:
             return tensor
         return tensor[..., : min(length, tensor.shape[-2]), :]                       # [(2,) B, H, <= length, D]
 
@@ -75,6 +84,11 @@ class LayerCache:
                                f"({self.past_names[0]}) holds the last inputs of its convolution, which depend on "
                                "every token before, and going back would need them all run again "
                                "(onnxruntime-genai refuses it too)")
+        if self.kind == RECURRENT_LAYER and length != 0:
+            raise GentwinError(f"rewind_to({length}) is not supported on this model: linear-attention layer "
+                               f"{self.layer}'s state ({self.past_names[0]}) sums up every token before, and cannot "
+                               "be cut back to a shorter sequence; only rewind_to(0) starts again (onnxruntime-genai "
+                               "refuses it too: recurrent states cannot be partially rewound)")
         if self.kind == WINDOWED_KV_LAYER and self.capacity < self.max_length and self.capacity < fed and length < fed:
             raise GentwinError(f"cannot rewind to {length}: the sliding-window KV cache holds only the last "
                                f"{self.capacity} of {fed} positions, so the tokens needed at that point have already "
@@ -111,6 +125,11 @@ def layer_caches(config, graph, rows: int, max_length: int, share_buffer: bool, 
         channels, width = graph.input_shapes[past][1:]                     # checked fixed at load (model_check)
         caches.append(LayerCache(layer, CONV_LAYER, (past,), (present,), graph.input_types[past],
                                  (rows, channels, width), (), None, max_length))
+    for layer in decoder.recurrent_layers:
+        for past, present in zip(*decoder.recurrent_names(layer)):
+            state_shape = graph.input_shapes[past][1:]                     # checked fixed at load (model_check)
+            caches.append(LayerCache(layer, RECURRENT_LAYER, (past,), (present,), graph.input_types[past],
+                                     (rows, *state_shape), (), None, max_length))
     return sorted(caches, key=lambda cache: cache.layer)
 
 

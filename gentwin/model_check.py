@@ -7,7 +7,9 @@ gentwin/config.py checks the config's own facts (token ids within the vocabulary
 this module compares the config with what model.onnx declares, read without its weights:
 
 - the inputs and outputs the config names exist: input_ids, logits, and each layer's past and present;
-- the graph has the past inputs of exactly num_hidden_layers layers (0 layers: none);
+- the graph has the past inputs of exactly num_hidden_layers layers (0 layers: none), or, in a hybrid, each
+  layer the inputs of its kind (lfm2's conv layers by layer_types; linear-attention layers, found by their
+  recurrent state as the peer finds them, a conv state and a recurrent state of fixed sizes);
 - the logits are vocab_size wide, and each past and present has num_key_value_heads heads of head_size,
   wherever the graph fixes those dimensions;
 - where the graph leaves them symbolic (the builder's GroupQueryAttention layouts do), the attention node
@@ -59,8 +61,11 @@ def check_against_config(config: GenaiConfig, proto: onnx.ModelProto) -> None:
     outputs = {value.name: declared_shape(value) for value in proto.graph.output}
     _check_generator_inputs(decoder, inputs)
     _check_logits(config, outputs)
+    decoder.find_recurrent_layers(inputs)
     if decoder.conv_layers:  # lfm2: the KV inputs of its attention layers only, and the conv states
         _check_conv_states(decoder, inputs, outputs)
+    elif decoder.recurrent_layers:  # Qwen3.5: the KV inputs of its attention layers only, and the linear layers' states
+        _check_recurrent_states(decoder, inputs, outputs)
     else:
         _check_layer_count(decoder, inputs)
     for layer in decoder.attention_layers:
@@ -131,6 +136,26 @@ def _check_conv_states(decoder: DecoderConfig, inputs: dict, outputs: dict) -> N
         if len(shape or ()) != 3 or not all(isinstance(dim, int) for dim in shape[1:]):
             raise ConfigError(f"the graph's conv state {decoder.conv_names(layer)[0]} is declared {shape}, not "
                               "[batch, channels, K - 1] with fixed channels and K - 1")
+
+
+def _check_recurrent_states(decoder: DecoderConfig, inputs: dict, outputs: dict) -> None:
+    """Each linear-attention layer has its conv state [batch, channels, K - 1] and recurrent state [batch, heads,
+    Dk, Dv] as inputs and outputs, their sizes but the batch fixed by the graph (the peer sizes them from those
+    and refuses a dynamic one)."""
+    fields = (("past_conv_names", "past_recurrent_names"), ("present_conv_names", "present_recurrent_names"))
+    for layer in decoder.recurrent_layers:
+        for section, section_fields, names, shapes in zip(("inputs", "outputs"), fields,
+                                                          decoder.recurrent_names(layer), (inputs, outputs)):
+            for field, name in zip(section_fields, names):
+                if name not in shapes:
+                    raise ConfigError(f"genai_config.json: 'model.decoder.{section}.{field}' is "
+                                      f"{decoder.recurrent_templates[field]!r}, but the graph has no {section[:-1]} "
+                                      f"{name} for linear-attention layer {layer}")
+        for name, rank in zip(decoder.recurrent_names(layer)[0], (3, 4)):
+            shape = inputs[name]
+            if len(shape or ()) != rank or not all(isinstance(dim, int) for dim in shape[1:]):
+                raise ConfigError(f"the graph's state {name} of linear-attention layer {layer} is declared {shape}, "
+                                  f"not {rank} dimensions fixed but the batch (onnxruntime-genai sizes it from them)")
 
 
 def _kv_axes(decoder: DecoderConfig) -> tuple[int, int]:

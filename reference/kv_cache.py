@@ -4,7 +4,8 @@ past, and how its present becomes the next past.
 Two ways, as onnxruntime-genai feeds them:
 - `SwappedCache`: the present is a new tensor that replaces the past. A KV cache's past grows
   ([B, H_kv, T, D], gpt2's combined [2, B, H_kv, T, D]; present = concat(past, new)); a conv state keeps its
-  shape ([B, C, K - 1]: the last K - 1 inputs of the layer's convolution).
+  shape ([B, C, K - 1]: the last K - 1 inputs of the layer's convolution), and so does a linear-attention
+  layer's recurrent state ([B, H, Dk, Dv]).
 - `SharedBuffer`: past and present are one buffer of fixed positions that the attention op writes into: the
   max_length buffer of `past_present_share_buffer`, where the attention mask says how much is valid, or a
   windowed cache's few slots, which GroupQueryAttention fills and evicts from itself.
@@ -23,7 +24,7 @@ class SwappedCache:
         self.reset()
 
     def reset(self) -> None:
-        """Forget everything: empty pasts, or a zeroed conv state (the sequence starts here)."""
+        """Forget everything: empty pasts, or a zeroed conv or recurrent state (the sequence starts here)."""
         self.pasts = [np.zeros(self.spec.shape_of(0), self.spec.dtype) for _ in self.spec.past_names]
 
     def feeds(self) -> dict:

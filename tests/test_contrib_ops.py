@@ -206,6 +206,21 @@ def test_rotary_embedding_rejects_a_cache_wider_than_the_rotary_dimension():
         run_both("RotaryEmbedding", inputs, rotary_embedding_dim=8, num_heads=2)
 
 
+def test_rotary_embedding_refuses_three_rows_of_positions_as_onnxruntime_does():
+    """[3, B, S] positions (a multimodal rotary's, which the builder hands RotaryEmbedding for a Qwen3.5 config
+    without mrope_section) are refused by onnxruntime's kernel, and by the reference in its words."""
+    rng = np.random.default_rng(5)
+    cos, sin = rotary_caches(rng, 16)
+    feeds = {"x": random(rng, 1, 2, 32), "position_ids": np.zeros((3, 1, 2), np.int64), "cos": cos, "sin": sin}
+    node = helper.make_node("RotaryEmbedding", list(feeds), ["y"], domain="com.microsoft")
+    model = make_model([node], feeds, ["y"])
+    message = "Input 'position_ids' is expected to have 0, 1, or 2 dimensions, got 3"
+    with pytest.raises(Exception, match=message):
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
+    with pytest.raises(ValueError, match=f"RotaryEmbedding: {message}"):
+        ReferenceEvaluator(model, new_ops=CONTRIB_OPS).run(None, feeds)
+
+
 # --- MRotaryEmbedding --------------------------------------------------------------------------
 
 

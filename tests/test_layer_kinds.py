@@ -5,10 +5,13 @@
 - llama-nocache-fp32: no decoder layer, so no cache at all;
 - gemma2-window-fp32: gemma2's local layer with a windowed KV cache (window 6, so 22 slots on the CPU) before
   a global one; the streams here run past those 22 positions, so the cache evicts;
-- llama-hidden-fp32: the builder's include_hidden_states=1, a hidden_states output beside the logits.
+- llama-hidden-fp32: the builder's include_hidden_states=1, a hidden_states output beside the logits;
+- qwen35-linear-fp32: Qwen3.5's hybrid, linear-attention layers (CausalConvWithState and LinearAttention:
+  past.%d.conv and past.%d.recurrent) around an attention layer, [3, B, S] position_ids.
 
 Where the peer refuses (a windowed cache with right-padded batches or beams, rewinds it cannot serve), gentwin
-refuses too, with a GentwinError, before anything changes: the generator then runs on as if never asked.
+refuses too, with a GentwinError, before anything changes: the generator then runs on as if never asked. Where it
+fails (beams on [3, B, S] positions), both engines run alike.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ from gentwin.errors import GentwinError
 from tests.conftest import ENGINE_IDS, ENGINES, load
 
 by_engine = pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
-ALL = ["lfm2-conv-fp32", "llama-nocache-fp32", "gemma2-window-fp32", "llama-hidden-fp32"]
+ALL = ["lfm2-conv-fp32", "llama-nocache-fp32", "gemma2-window-fp32", "llama-hidden-fp32", "qwen35-linear-fp32"]
 WINDOWED = "gemma2-window-fp32"
+LINEAR = "qwen35-linear-fp32"
 WINDOW_SLOTS = 6 + 16  # window_size plus the peer's default slack on the CPU
-PEER_RUNS_BATCHES_AND_BEAMS = [name for name in ALL if name != WINDOWED]
+PEER_RUNS_BATCHES = [name for name in ALL if name != WINDOWED]
+PEER_RUNS_BEAMS = [name for name in PEER_RUNS_BATCHES if name != LINEAR]
 PROMPT = [5, 17, 42, 9, 300, 7]
 SECOND_ROW = [12, 400, 33]  # padded on the right to PROMPT's length
 
@@ -86,9 +91,14 @@ def test_streams_match_the_peer(engine, models, name, options):
 
 
 @by_engine
-@pytest.mark.parametrize("name", PEER_RUNS_BATCHES_AND_BEAMS)
-@pytest.mark.parametrize("options", [{}, {"num_beams": 3, "num_return_sequences": 2}], ids=["padded", "beams"])
+@pytest.mark.parametrize("name, options", [*((name, {}) for name in PEER_RUNS_BATCHES),
+                                           *((name, {"num_beams": 3, "num_return_sequences": 2})
+                                             for name in PEER_RUNS_BEAMS)],
+                         ids=[*(f"{name}-padded" for name in PEER_RUNS_BATCHES),
+                              *(f"{name}-beams" for name in PEER_RUNS_BEAMS)])
 def test_batches_and_beams_match_the_peer(engine, models, name, options):
+    """A right-padded batch (Qwen3.5's [3, B, S] positions: the peer's masks after the prompt are all ones, its
+    attention layer then reads the pads' keys too) and beam search."""
     prompt = padded_batch(pad_id(models[name])) if not options else [PROMPT]
     rows = 2
     expected, ours = generator(og, models[name], prompt, **options), generator(engine, models[name], prompt, **options)
@@ -196,6 +206,54 @@ def test_a_windowed_cache_refuses_to_rewind_past_what_it_evicted(engine, models)
     assert_refused_and_unchanged(engine, models[WINDOWED], 20, (24, 10, 0), message, message)
 
 
+def test_beams_on_three_rows_of_positions_where_the_peer_fails_agree_on_both_engines(models):
+    """The peer multiplies the first dimension of [3, B, S] position_ids by the beams, and onnxruntime refuses
+    them at the first run; both engines run the beams (reordering the recurrent states), alike."""
+    options = {"num_beams": 3, "num_return_sequences": 2}
+    with pytest.raises(RuntimeError, match="invalid dimensions for input: position_ids"):
+        generate(generator(og, models[LINEAR], **options))
+    streams = []
+    for engine in ENGINES:
+        gen = generator(engine, models[LINEAR], **options)
+        generate(gen)
+        streams.append(sequences(gen, 2))
+    assert streams[0] == streams[1] and streams[0][0] != streams[0][1]
+
+
+@by_engine
+def test_pads_inside_prompts_on_three_rows_of_positions_match_the_peer(engine, models):
+    """qwen3_5_text is of the peer's Qwen-VL family: a pad anywhere is masked and at position 0, even in a batch
+    of one (the linear-attention layers run it all the same: they read no mask)."""
+    pad = pad_id(models[LINEAR])
+    for prompt in ([PROMPT[:2] + [pad] + PROMPT[2:]], [PROMPT, SECOND_ROW[:1] + [pad] + SECOND_ROW[1:] + [pad] * 2]):
+        expected, ours = generator(og, models[LINEAR], prompt), generator(engine, models[LINEAR], prompt)
+        generate(expected), generate(ours)
+        assert sequences(ours, len(prompt)) == sequences(expected, len(prompt))
+
+
+@by_engine
+def test_a_recurrent_state_refuses_a_partial_rewind(engine, models):
+    assert_refused_and_unchanged(engine, models[LINEAR], 3, (8, 4), "not supported without a snapshot",
+                                 "linear-attention layer 0's state")
+
+
+@by_engine
+def test_a_recurrent_state_rewinds_to_the_start_as_the_peer_does(engine, models):
+    """rewind_to(0) zeroes every state, so the same prompt then gives the first stream again."""
+    streams = []
+    for module in (og, engine):
+        gen = generator(module, models[LINEAR])
+        generate(gen, 6)
+        gen.rewind_to(0)
+        gen.append_tokens(np.array([PROMPT[:4]], dtype=np.int32))
+        generate(gen, 20)
+        streams.append(sequences(gen))
+    assert streams[1] == streams[0]
+    fresh = generator(engine, models[LINEAR], (PROMPT[:4],))
+    generate(fresh, 20)
+    assert sequences(fresh) == streams[1]
+
+
 @by_engine
 def test_a_conv_state_refuses_every_rewind(engine, models):
     assert_refused_and_unchanged(engine, models["lfm2-conv-fp32"], 3, (8, 4, 0), "not supported for lfm2",
@@ -204,7 +262,8 @@ def test_a_conv_state_refuses_every_rewind(engine, models):
 
 @by_engine
 @pytest.mark.parametrize("name, output", [("llama-hidden-fp32", "hidden_states"), ("lfm2-conv-fp32", "present.2.conv"),
-                                          ("lfm2-conv-fp32", "present.1.key"), (WINDOWED, "present.0.key")])
+                                          ("lfm2-conv-fp32", "present.1.key"), (WINDOWED, "present.0.key"),
+                                          (LINEAR, "present.2.conv"), (LINEAR, "present.0.recurrent")])
 def test_get_output_matches_the_peer(engine, models, name, output):
     """After the prompt and after each one-token run (gentwin.fast once bound hidden_states for the prompt's
     shape only): shapes as the peer's; values within float32 noise (a windowed buffer's slots beyond the
@@ -266,10 +325,14 @@ def folder_with(models, tmp_path, name, edit):
     ("lfm2-conv-fp32", lambda model: model["decoder"].pop("layer_types"), "layer_types' is missing"),
     ("lfm2-conv-fp32", lambda model: model["decoder"]["layer_types"].pop(), "has 2 entries, but"),
     ("lfm2-conv-fp32", lambda model: model["decoder"]["inputs"].pop("past_conv_names"), "past_conv_names"),
+    (LINEAR, lambda model: model["decoder"]["inputs"].pop("past_conv_names"),  # the peer: "Model input was not
+     # found: past_key_values.0.conv_state" at the first run
+     "'past_key_values.%d.conv_state', but the graph has no input past_key_values.0.conv_state for linear-attention"),
     (WINDOWED, lambda model: model["decoder"]["sliding_window"].pop("slide_key_value_cache"),
      "slides the key-value cache"),
     (WINDOWED, lambda model: model["decoder"]["sliding_window"].update(layers=[2]), "layer numbers below 2"),
-], ids=["no-layer-types", "short-layer-types", "conv-names-default", "sliding-kv-cache", "window-layer"])
+], ids=["no-layer-types", "short-layer-types", "conv-names-default", "linear-conv-names-default", "sliding-kv-cache",
+        "window-layer"])
 def test_a_config_contradicting_its_layer_kinds_is_refused_at_load(engine, models, tmp_path, name, edit, message):
     with pytest.raises(ConfigError, match=message):
         engine.Model(folder_with(models, tmp_path, name, edit))

@@ -9,7 +9,14 @@ from .embed_layer_normalization import EmbedLayerNormalization
 from .gather_block_quantized import GatherBlockQuantized
 from .gelu import FastGelu, QuickGelu
 from .group_query_attention import GroupQueryAttention
-from .layer_norms import SimplifiedLayerNormalization, SkipLayerNormalization, SkipSimplifiedLayerNormalization
+from .layer_norms import (
+    GatedRMSNorm,
+    SimplifiedLayerNormalization,
+    SkipLayerNormalization,
+    SkipSimplifiedLayerNormalization,
+)
+from .linear_attention import LinearAttention
+from .linear_attention_gate import LinearAttentionGate
 from .matmul_nbits import MatMulNBits
 from .moe import MoE, QMoE
 from .mrotary_embedding import MRotaryEmbedding
@@ -21,8 +28,11 @@ CONTRIB_OPS = [
     CausalConvWithState,
     EmbedLayerNormalization,
     FastGelu,
+    GatedRMSNorm,
     GatherBlockQuantized,
     GroupQueryAttention,
+    LinearAttention,
+    LinearAttentionGate,
     MatMulNBits,
     MoE,
     MRotaryEmbedding,

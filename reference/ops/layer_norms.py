@@ -1,9 +1,10 @@
 """Layer normalisation kernels: SimplifiedLayerNormalization (RMSNorm, onnxruntime's default-domain op),
-SkipSimplifiedLayerNormalization and SkipLayerNormalization (com.microsoft)."""
+SkipSimplifiedLayerNormalization, SkipLayerNormalization and GatedRMSNorm (com.microsoft)."""
 
 import numpy as np
 
 from .contrib_op import ContribOp
+from .linear_attention_gate import sigmoid
 
 # onnxruntime's CPU skip kernels never write the training-only mean and inv_std_var outputs.
 STATISTICS_OUTPUTS = {1: "mean", 2: "inv_std_var"}
@@ -57,3 +58,27 @@ class SkipLayerNormalization(ContribOp):
         total = x + skip if bias is None else x + skip + bias  # skip may be [B, S, H], [1, S, H] or [S, H]
         return self.outputs(layer_norm(total, gamma, beta, epsilon).astype(x.dtype), None, None, total)
 
+
+
+GATE_ACTIVATIONS = ("silu", "sigmoid")
+
+
+class GatedRMSNorm(ContribOp):
+    """Y = RMSNorm(X) * scale * activation(gate), the norm over groups of len(scale) channels (one per head:
+    Qwen3.5's linear attention normalizes each value head's output, then gates it by its z projection).
+
+    X and gate are [..., H * D], scale is [D]; activation is silu (gate * sigmoid(gate)) or sigmoid.
+    """
+
+    def _run(self, x, scale, gate, epsilon=1e-5, activation="silu"):
+        if activation not in GATE_ACTIVATIONS:
+            raise ValueError(f"GatedRMSNorm: activation must be one of {', '.join(GATE_ACTIVATIONS)}, "
+                             f"not {activation!r}.")
+        group = scale.shape[-1]
+        if x.shape[-1] % group or gate.shape != x.shape:
+            raise ValueError(f"GatedRMSNorm: X {list(x.shape)} and gate {list(gate.shape)} must have one shape, its "
+                             f"last dimension a multiple of scale's {group}.")
+        groups = x.reshape(*x.shape[:-1], -1, group)                    # [..., H, D]
+        normalized, _ = rms_norm(groups, scale, epsilon)               # [..., H, D]
+        gated = sigmoid(gate) if activation == "sigmoid" else gate * sigmoid(gate)  # [..., H * D]
+        return ((normalized.reshape(x.shape) * gated).astype(x.dtype),)

@@ -30,6 +30,10 @@ class RotaryEmbedding(ContribOp):
         is_packed_batching=0,
         scale=1.0,
     ):
+        if position_ids.ndim > 2:
+            # e.g. the [3, B, S] positions of a multimodal rotary, which MRotaryEmbedding takes
+            raise ValueError(f"RotaryEmbedding: Input 'position_ids' is expected to have 0, 1, or 2 dimensions, "
+                             f"got {position_ids.ndim}")
         if x.ndim == 4:
             batch, _, length, head_size = x.shape
         else:

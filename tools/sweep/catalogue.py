@@ -98,9 +98,15 @@ FAMILIES = [
     Family("lfm2-moe", "lfm2_moe", {"layer_types": ["conv", "full_attention"], "conv_L_cache": 3,
                                     "num_dense_layers": 1, "num_experts": 4, "num_experts_per_tok": 2,
                                     "moe_intermediate_size": 64, "tie_word_embeddings": True}),
+    # Qwen3.5's interleaved multimodal rotary as its checkpoints configure it (there [11, 11, 10] of 32 rotary
+    # frequencies, a quarter of heads of 256): without mrope_section the builder hands RotaryEmbedding [3, B, S]
+    # position_ids, which onnxruntime refuses
     Family("qwen3.5", "qwen3_5", {"layer_types": ["linear_attention", "full_attention"],
                                   "linear_key_head_dim": 16, "linear_value_head_dim": 16, "linear_num_key_heads": 2,
-                                  "linear_num_value_heads": 4, "tie_word_embeddings": True},
+                                  "linear_num_value_heads": 4, "tie_word_embeddings": True,
+                                  "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                      "partial_rotary_factor": 0.5, "mrope_section": [2, 1, 1],
+                                                      "mrope_interleaved": True}},
            "Qwen3_5ForConditionalGeneration", vision=TINY_VISION),
     Family("qwen2.5-vl", "qwen2_5_vl", {"rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
                                         "tie_word_embeddings": True},
