@@ -1,0 +1,194 @@
+"""Speculative decoding with n-gram drafts: draft, verify, accept, roll back.
+
+Decoding runs the model once per token. A round instead guesses K tokens (the draft: what followed the last
+time the sequence's final N - 1 tokens occurred, gentwin.speculative.NGramLookup) and runs the model ONCE on
+them, after the token still waiting to be fed: one run gives the logits after every draft token, K + 1 rows.
+
+Each generate_next_token then chooses its token from the next row with the ordinary search (penalties,
+greedy or seeded sampling, one random draw per token as without drafts), so the stream is the one decoding
+without drafts gives, by construction. While the chosen token is the draft's, the KV cache already holds it
+and the next row is ready; the first token that differs (or the bonus after the last row) ends the round,
+and the KV cache is rolled back to the tokens chosen: the rejected drafts' positions are dropped.
+
+gentwin/fast/speculative.py runs the same round, reading the verify run's rows where its logits are.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from gentwin import speculative
+from gentwin.errors import GentwinError
+
+
+@dataclass
+class Round:
+    draft: list[int]           # the K proposed tokens
+    rows: object               # [K + 1, V] the target's logits after the waiting token and after each draft token
+    filled: bool               # as many drafts as the width asked for
+    milliseconds: float        # drafting and verifying, for the adaptive width
+    chosen: int = 0            # tokens chosen so far from the rows (the drafts accepted, then one more)
+    accepted: int = 0
+
+
+class Speculation:
+    """One generator's n-gram speculation: the api calls `before_choice` and `after_choice` around each
+    generate_next_token's choice, and `interrupt` before anything else changes the sequence."""
+
+    def __init__(self, options: dict, logits_name: str):
+        self.options, self.logits_name = options, logits_name
+        self.lookup = speculative.NGramLookup(options["ngram_size"])
+        self.adaptive = speculative.AdaptiveK(options["max_draft_tokens"], options["min_adaptive_k"])
+        self.cooldown = speculative.Cooldown(options["cooldown"])
+        self.stats = speculative.Stats()
+        self.round: Round | None = None
+
+    # -- draft and verify ------------------------------------------------------------------------------
+
+    def before_choice(self, generator) -> None:
+        """Start a round if none is under way and the lookup finds a draft; else the step is an ordinary one."""
+        if self.round is not None:
+            return
+        if self.cooldown.remaining:
+            self.cooldown.take_step()
+            self.stats.standard_fallback_steps += 1
+            return
+        sequences = generator.sequences
+        k = min(self.adaptive.k, sequences.max_length - sequences.length)  # no draft beyond max_length
+        start = time.perf_counter()
+        draft = self.draft(sequences.current()[0], k)
+        if not draft:
+            self.stats.standard_fallback_steps += 1
+            return
+        rows = self.verify(generator, draft)                                            # [K + 1, V]
+        self.round = Round(draft, rows, k == self.adaptive.k and len(draft) == k,
+                           speculative.milliseconds_since(start))
+        self.stats.rounds += 1
+        self.stats.draft_tokens_proposed += len(draft)
+        self.stats.rounds_by_k[len(draft)] = self.stats.rounds_by_k.get(len(draft), 0) + 1
+        generator.logits = rows[0].copy()[None, :]                                      # [1, V]
+
+    def draft(self, tokens: np.ndarray, k: int) -> list[int]:
+        """Up to K tokens from the n-gram index, brought up to date with TOKENS [length] first."""
+        stats, start = self.stats, time.perf_counter()
+        indexed = len(self.lookup.history)
+        if len(tokens) < indexed:
+            self.lookup.reset(tokens)
+        else:
+            self.lookup.append(tokens[indexed:])
+        if len(tokens) != indexed:
+            stats.ngram_history_syncs += 1
+            stats.ngram_history_tokens_synced += len(tokens) if len(tokens) < indexed else len(tokens) - indexed
+        stats.history_sync_ms += speculative.milliseconds_since(start)
+        start = time.perf_counter()
+        draft = self.lookup.propose(k, self.options["ngram_chained_lookup"])
+        stats.lookup_ms += speculative.milliseconds_since(start)
+        stats.draft_ms += speculative.milliseconds_since(start)
+        stats.ngram_lookup_hits += bool(draft)
+        stats.ngram_lookup_misses += not draft
+        stats.ngram_lookup_tokens_proposed += len(draft)
+        if self.options["ngram_chained_lookup"] and len(draft) > 1:
+            stats.ngram_chained_tokens_proposed += len(draft) - 1
+        return draft
+
+    def verify(self, generator, draft: list[int]):
+        """Run the target once on the tokens it has not seen (the one waiting, if any) and the DRAFT; the rows
+        that judge the draft: the logits for the next choice, then after each draft token, [K + 1, V]."""
+        pending = generator.logits  # [1, V] or None: computed already (after append_tokens) or not
+        waiting = generator.tokens_to_feed() if pending is None else np.zeros((1, 0), np.int32)  # [1, W]
+        tokens = np.concatenate([waiting, np.array([draft], dtype=np.int32)], axis=1)    # [1, W + K]
+        start = time.perf_counter()
+        rows = self.verify_rows(generator.state, generator.model.graph, tokens)         # [W + K, V]
+        self.stats.verify_ms += speculative.milliseconds_since(start)
+        self.stats.target_forward_passes += 1
+        self.stats.target_verify_forward_passes += 1
+        generator.fed_length = generator.sequences.length  # the drafts are held past it, until accepted
+        if pending is None:
+            return rows[waiting.shape[1] - 1 :]                                         # [K + 1, V]
+        return self.concatenate([pending, rows])                                        # [K + 1, V]
+
+    def verify_rows(self, state, graph, tokens: np.ndarray) -> np.ndarray:
+        """The target's logits after each of TOKENS [1, S], [S, V] float32, on the host: one run, or one run a
+        token where the graph cannot take several over its past (position_inputs.takes_chunks_over_past)."""
+        if not graph.takes_chunks_over_past:
+            return self.concatenate([state.run(tokens[:, [column]]) for column in range(tokens.shape[1])])
+        state.run(tokens)
+        logits = state.outputs[self.logits_name]                                        # [1, S, V]
+        return self.checked_rows(logits, tokens)[0].astype(np.float32)                  # [S, V]
+
+    concatenate = staticmethod(np.concatenate)
+
+    @staticmethod
+    def checked_rows(logits, tokens: np.ndarray):
+        if logits.shape[1] != tokens.shape[1]:
+            raise GentwinError("N-gram decoding requires one target logits row per verified token; the target "
+                               "returned last-token-only logits at runtime.")
+        return logits
+
+    # -- accept and roll back --------------------------------------------------------------------------
+
+    def after_choice(self, generator) -> None:
+        """Judge the token just chosen: the draft's, it is kept and the next row is ready; else the round ends."""
+        current, stats = self.round, self.stats
+        if current is None:
+            return
+        chosen, index = int(generator.next_tokens[0]), current.chosen
+        current.chosen += 1
+        stats.tokens_queued += 1
+        stats.tokens_emitted += 1
+        sequences = generator.sequences
+        if index == len(current.draft):
+            stats.bonus_tokens += 1
+            self.end(generator)
+        elif chosen != current.draft[index]:
+            stats.draft_tokens_evaluated += 1
+            stats.correction_tokens += 1
+            self.end(generator)
+        else:
+            stats.draft_tokens_evaluated += 1
+            stats.draft_tokens_accepted += 1
+            current.accepted += 1
+            if sequences.done:  # EOS or max_length: the rest of the round is not needed
+                if current.chosen == len(current.draft) and not sequences.all_finished:
+                    stats.bonus_tokens += 1    # the peer decides the bonus token up front, then drops it
+                    stats.tokens_queued += 1
+                    stats.tokens_discarded += 1
+                self.end(generator, interrupted=True)
+                return
+            generator.fed_length += 1                                                   # the cache holds it
+            generator.logits = current.rows[current.chosen].copy()[None, :]             # [1, V]
+
+    def end(self, generator, interrupted: bool = False) -> None:
+        """Roll the KV cache back to the tokens fed, and count the round."""
+        current, stats = self.round, self.stats
+        self.round = None
+        generator.state.rewind(generator.fed_length)
+        if interrupted:
+            stats.interrupted_rounds += 1
+            return
+        stats.completed_rounds += 1
+        evaluated = min(current.chosen, len(current.draft))
+        if current.accepted == 0:
+            stats.zero_accept_rounds += 1
+        elif current.accepted == evaluated:
+            stats.full_accept_rounds += 1
+        else:
+            stats.partial_accept_rounds += 1
+        self.cooldown.record(len(current.draft), self.adaptive.min_k, evaluated, current.accepted)
+        self.adaptive.record(len(current.draft), evaluated, current.accepted, current.chosen, current.filled,
+                             current.milliseconds)
+
+    def interrupt(self, generator, rewound: bool = False) -> None:
+        """append_tokens, rewind_to, set_logits, snapshot or restore comes: drop the drafts still in the cache.
+        A rewind also starts the adaptive width and the cooldown over, as in the peer."""
+        if self.round is not None:
+            self.end(generator, interrupted=True)
+        if rewound:
+            self.adaptive.reset()
+            self.cooldown.reset()
+
+    def get_stats(self) -> dict:
+        return self.stats.as_peer_dict(self.round is not None, self.adaptive, self.cooldown)
