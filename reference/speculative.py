@@ -73,17 +73,8 @@ class Speculation:
 
     def draft(self, tokens: np.ndarray, k: int) -> list[int]:
         """Up to K tokens from the n-gram index, brought up to date with TOKENS [length] first."""
+        self.sync(tokens)
         stats, start = self.stats, time.perf_counter()
-        indexed = len(self.lookup.history)
-        if len(tokens) < indexed:
-            self.lookup.reset(tokens)
-        else:
-            self.lookup.append(tokens[indexed:])
-        if len(tokens) != indexed:
-            stats.ngram_history_syncs += 1
-            stats.ngram_history_tokens_synced += len(tokens) if len(tokens) < indexed else len(tokens) - indexed
-        stats.history_sync_ms += speculative.milliseconds_since(start)
-        start = time.perf_counter()
         draft = self.lookup.propose(k, self.options["ngram_chained_lookup"])
         stats.lookup_ms += speculative.milliseconds_since(start)
         stats.draft_ms += speculative.milliseconds_since(start)
@@ -93,6 +84,20 @@ class Speculation:
         if self.options["ngram_chained_lookup"] and len(draft) > 1:
             stats.ngram_chained_tokens_proposed += len(draft) - 1
         return draft
+
+    def sync(self, tokens: np.ndarray) -> None:
+        """Index the tokens of TOKENS [length] committed since the last sync (all again after a rewind)."""
+        stats, start = self.stats, time.perf_counter()
+        indexed = len(self.lookup.history)
+        if len(tokens) == indexed:
+            return
+        if len(tokens) < indexed:
+            self.lookup.reset(tokens)
+        else:
+            self.lookup.append(tokens[indexed:])
+        stats.ngram_history_syncs += 1
+        stats.ngram_history_tokens_synced += len(tokens) if len(tokens) < indexed else len(tokens) - indexed
+        stats.history_sync_ms += speculative.milliseconds_since(start)
 
     def verify(self, generator, draft: list[int]):
         """Run the target once on the tokens it has not seen (the one waiting, if any) and the DRAFT; the rows
@@ -137,16 +142,19 @@ class Speculation:
             return
         chosen, index = int(generator.next_tokens[0]), current.chosen
         current.chosen += 1
-        stats.tokens_queued += 1
-        stats.tokens_emitted += 1
         sequences = generator.sequences
+        stats.tokens_queued += 1
+        if sequences.all_finished:  # EOS: the peer drops it from its queue rather than emit it
+            stats.tokens_discarded += 1
+        else:
+            stats.tokens_emitted += 1
         if index == len(current.draft):
             stats.bonus_tokens += 1
-            self.end(generator)
+            self.end(generator, interrupted=sequences.all_finished)
         elif chosen != current.draft[index]:
             stats.draft_tokens_evaluated += 1
             stats.correction_tokens += 1
-            self.end(generator)
+            self.end(generator, interrupted=sequences.all_finished)
         else:
             stats.draft_tokens_evaluated += 1
             stats.draft_tokens_accepted += 1
@@ -170,6 +178,8 @@ class Speculation:
             stats.interrupted_rounds += 1
             return
         stats.completed_rounds += 1
+        if not generator.sequences.done:  # the round's tokens, indexed as the peer does when one ends
+            self.sync(generator.sequences.current()[0])
         evaluated = min(current.chosen, len(current.draft))
         if current.accepted == 0:
             stats.zero_accept_rounds += 1
