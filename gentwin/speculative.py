@@ -307,6 +307,8 @@ class Stats:
             # No single-token re-anchor runs to measure a baseline on, so the formula's estimates stay 0.
             "target_baseline_ms_per_token": 0.0, "target_overhead_ratio": 0.0, "estimated_speedup": 0.0,
             "observed_speedup": 0.0, "adaptive_k_throughput": adaptive.current_throughput(),
+            # The peer's histogram is for its multi-token-prediction drafters; n-gram rounds leave it at zeros.
+            "acceptance_length_histogram": [0] * 8,
         }
 
 

@@ -25,7 +25,7 @@ COUNTED = ("rounds", "completed_rounds", "interrupted_rounds", "active_rounds", 
            "partial_accept_rounds", "zero_accept_rounds", "target_verify_forward_passes", "ngram_lookup_hits",
            "ngram_lookup_misses", "ngram_lookup_tokens_proposed", "ngram_chained_tokens_proposed",
            "ngram_history_syncs", "ngram_history_tokens_synced", "effective_k", "cooldown_entries", "cooldown_steps",
-           "cooldown_remaining", "draft_forward_passes")
+           "cooldown_remaining", "draft_forward_passes", "acceptance_length_histogram")
 KV_FIXTURES = ["llama-fp32", "llama-int4", "qwen2-int4", "gemma-fp32", "mistral-mha-fp32"]
 FP32_FIXTURES = ["llama-fp32", "gemma-fp32", "mistral-mha-fp32"]  # the peer's int4 kernels differ by CPU
 PROMPT = [5, 6, 7, 8, 5, 6, 7, 8, 5, 6]
@@ -270,3 +270,30 @@ def test_generators_are_refused_as_by_the_peer(engine, fixture, options, search)
             og.Generator(model, params)
         messages.append(str(error.value))
     assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+def test_set_logits_and_snapshot_in_the_middle_of_a_round(engine, cycle):
+    """set_logits replaces the verified row it finds; a snapshot taken in a round restores to a generator that
+    decodes as one without drafts."""
+    def play(options):
+        generated = generator(engine, cycle, [1, 2, 3, 4, 5, 6, 7, 8, 0, 1], 30, options)
+        generated.generate_next_token()
+        generated.generate_next_token()
+        forced = np.full((1, 10), -5.0, dtype=np.float32)
+        forced[0, 7] = 5.0
+        generated.get_logits()
+        generated.set_logits(forced)
+        generated.generate_next_token()
+        snapshot = generated.snapshot()
+        params = engine.GeneratorParams(generated.model)
+        params.set_search_options(max_length=30)
+        if options:
+            params.set_speculative_options(**options)
+        restored = engine.Generator(generated.model, params)
+        restored.restore(snapshot)
+        return finish(generated), finish(restored)
+
+    with_drafts = play(dict(ngram_size=2, max_draft_tokens=8))
+    assert with_drafts == play(None)
+    assert with_drafts[0][12] == 7 and with_drafts[0] == with_drafts[1]
