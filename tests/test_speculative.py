@@ -297,3 +297,27 @@ def test_set_logits_and_snapshot_in_the_middle_of_a_round(engine, cycle):
     with_drafts = play(dict(ngram_size=2, max_draft_tokens=8))
     assert with_drafts == play(None)
     assert with_drafts[0][12] == 7 and with_drafts[0] == with_drafts[1]
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+@pytest.mark.parametrize("section", [{"ngram_size": 2, "max_draft_tokens": 3}, {"ngram_size": 1}, {"cooldown": 1},
+                                     {"unknown": 2}, {"ngram_size": 3.0}], ids=repr)
+def test_the_speculative_section_of_genai_config_json(engine, tmp_path, section):
+    """Its options start every GeneratorParams, as the peer's; a bad one refuses the folder, in the peer's
+    words (the peer wraps them in its JSON parser's)."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for file in (FIXTURE_MODELS / "llama-fp32").iterdir():
+        (folder / file.name).symlink_to(file)
+    config = json.loads((FIXTURE_MODELS / "llama-fp32" / "genai_config.json").read_text())
+    (folder / "genai_config.json").unlink()
+    (folder / "genai_config.json").write_text(json.dumps({**config, "speculative": section}))
+    try:
+        expected = peer.GeneratorParams(peer.Model(str(folder))).get_speculative_options()
+    except RuntimeError as error:
+        with pytest.raises(RuntimeError, match="^genai_config.json: speculative: ") as ours:
+            engine.Model(str(folder))
+        assert str(ours.value).split("speculative: ", 1)[1] in str(error)
+        return
+    assert engine.GeneratorParams(engine.Model(str(folder))).get_speculative_options() == expected
+    assert stream_and_stats(engine, folder, PROMPT, 40) == stream_and_stats(peer, folder, PROMPT, 40)
