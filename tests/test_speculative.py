@@ -33,7 +33,7 @@ PROMPT = [5, 6, 7, 8, 5, 6, 7, 8, 5, 6]
 
 def table_model(folder, transitions: dict, vocab: int = 10) -> str:
     """A model folder whose logits after token t are 20 at TRANSITIONS.get(t, (t + 1) % (vocab - 1)), -20
-    elsewhere; EOS is vocab - 1, never chosen unless a transition names it."""
+    elsewhere; EOS (and pad, as in many real models) is vocab - 1, never chosen unless a transition names it."""
     table = np.full((vocab, vocab), -20.0, dtype=np.float32)
     for token in range(vocab):
         table[token, transitions.get(token, (token + 1) % (vocab - 1))] = 20.0
@@ -53,7 +53,7 @@ def table_model(folder, transitions: dict, vocab: int = 10) -> str:
                "outputs": {"logits": "logits", "present_key_names": "present.%d.key",
                            "present_value_names": "present.%d.value"}}
     config = {"model": {"type": "llama", "vocab_size": vocab, "context_length": 64, "bos_token_id": 0,
-                        "eos_token_id": [vocab - 1], "pad_token_id": 0, "decoder": decoder},
+                        "eos_token_id": [vocab - 1], "pad_token_id": vocab - 1, "decoder": decoder},
               "search": {"max_length": 64}}
     (folder / "genai_config.json").write_text(json.dumps(config))
     return str(folder)
@@ -321,3 +321,15 @@ def test_the_speculative_section_of_genai_config_json(engine, tmp_path, section)
         return
     assert engine.GeneratorParams(engine.Model(str(folder))).get_speculative_options() == expected
     assert stream_and_stats(engine, folder, PROMPT, 40) == stream_and_stats(peer, folder, PROMPT, 40)
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+def test_no_repeat_ngram_size_holds_in_verified_rows(engine, tmp_path):
+    """no_repeat_ngram_size bans the drafts a 1 -> 2 -> 1 table model keeps proposing. gentwin applies it to
+    every verified row as to every ordinary step; the peer's verification skips it (README, "Differences")."""
+    folder = table_model(tmp_path / "pair", {1: 2, 2: 1})
+    search, options = dict(no_repeat_ngram_size=2), dict(ngram_size=2, max_draft_tokens=4)
+    plain = stream_and_stats(peer, folder, [1, 2, 1], 16, **search)[0]
+    assert stream_and_stats(engine, folder, [1, 2, 1], 16, options, **search)[0] == plain
+    assert stream_and_stats(engine, folder, [1, 2, 1], 16, **search)[0] == plain
+    assert stream_and_stats(peer, folder, [1, 2, 1], 16, options, **search)[0] != plain
