@@ -1,4 +1,4 @@
-"""Speculative decoding with n-gram drafts, as gentwin/reference/speculative.py does it, with the verify run's
+"""Speculative decoding (n-gram or draft-model drafts), as gentwin/reference/speculative.py does it, with the verify run's
 rows read where onnxruntime wrote them: in the generator's logits buffer, on the host or (CUDA) on the GPU,
 where the search then reads them. The rows are copied out, as the next run writes that buffer again."""
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from gentwin import search_options, speculative
 from gentwin.adapters import Adapters
-from gentwin.config import ConfigError, GenaiConfig, load_config
+from gentwin.config import ConfigError, GenaiConfig, draft_config, load_config
 from gentwin.devices import to_host
 from gentwin.errors import (ArgumentIndexError, ArgumentTypeError, ArgumentValueError, GentwinError, array, integer,
                             shown, text)
@@ -84,14 +84,18 @@ class Model:
     #                       gentwin/decoder_state.py); run feeds the dict `extra_inputs` the api sets, and
     #                       keeps what it fed in `inputs`
     Search = None         # (options, GenaiConfig) -> advances the sequences by one token chosen from logits
-    Speculation = None    # (speculative options, logits output name) -> n-gram drafting for one generator
-    #                       (gentwin/reference/speculative.py)
+    Speculation = None    # (speculative options, generator) -> one generator's drafts, n-gram or from the
+    #                       draft model (gentwin/reference/speculative.py)
 
     def __init__(self, config_or_path):
         self._config = config_or_path if isinstance(config_or_path, Config) else Config(config_or_path)
         self.config: GenaiConfig = self._config.genai
         self.speculative_options = speculative.configured(self.config)
+        self.draft_config = draft_config(self.config)  # model.draft: draft-model speculative decoding
+        if self.draft_config:
+            speculative.check_draft_model(self.config, self.draft_config)
         self.graph = type(self).load_graph(self.config, self._config)
+        self.draft_graph = self.draft_config and type(self).load_graph(self.draft_config, self._config)
         self.extra_inputs = ExtraInputs(read_input_specs(self.config.model_path), self.config)
 
     def generate(self, params: GeneratorParams) -> np.ndarray:
@@ -223,7 +227,7 @@ class Generator:
         config = model.config
         options = params.generator_options()
         search_options.check_for_generator(options, config.context_length, config.vocab_size)
-        speculative.check_for_generator(params.speculative_options, options, config)
+        speculative.check_for_generator(params.speculative_options, options, config, bool(model.draft_config))
         self.model, self.options = model, options
         self.batch_size = options["batch_size"]
         rows = self.batch_size * options["num_beams"]
@@ -231,9 +235,9 @@ class Generator:
         self.state = model.DecoderState(model.graph, config, self.batch_size, options["num_beams"],
                                         options["max_length"], share_buffer)
         self.search = model.Search(options, config)
-        self.speculation = None  # n-gram drafting, when the params ask for it
-        if params.speculative_options["ngram_size"]:
-            self.speculation = model.Speculation(params.speculative_options, config.decoder.output_names["logits"])
+        self.speculation = None  # n-gram drafting when the params ask for it, or the model's draft model
+        if params.speculative_options["ngram_size"] or model.draft_config:
+            self.speculation = model.Speculation(params.speculative_options, self)
         self.sequences = Sequences(rows, options["max_length"], config.eos_token_ids)
         self.logits = None      # [R, V] float32: logits for the next choice, once computed
         self.fed_length = 0     # how many tokens of the sequences the KV cache holds

@@ -6,8 +6,8 @@ ngram_chained_lookup=..., min_adaptive_k=..., cooldown=...)`, a `speculative` se
 the same names, and `Generator.get_speculative_stats()`. The round itself (draft, verify, accept, roll back) is
 gentwin/reference/speculative.py, which gentwin/fast/speculative.py runs where its logits are.
 
-Draft-model drafting (a `model.draft` section) is not built: such a folder is refused when loaded, rather than
-played without its draft.
+Drafts come from an n-gram index of the sequence (`ngram_size`), or from a draft model: genai_config.json's
+`model.draft`, a second decoder block (gentwin.config.draft_config) with its own KV cache, run greedily.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 
-from gentwin.config import CONV_LAYER, WINDOWED_KV_LAYER, ConfigError
+from gentwin.config import WINDOWED_KV_LAYER, ConfigError
 from gentwin.errors import GentwinError
 
 MAX_DRAFT_TOKENS = 16  # the peer's ceiling for every width (kMaxK)
@@ -63,11 +63,7 @@ def _checked_range(name: str, value: int) -> int:
 
 def configured(config) -> dict:
     """The options a model folder starts its GeneratorParams with: the defaults, then genai_config.json's
-    `speculative` section (JSON booleans for the bool options, as the peer requires). A `model.draft`
-    section is refused: gentwin has no draft-model drafting."""
-    if "draft" in config.raw.get("model", {}):
-        raise ConfigError("genai_config.json: 'model.draft' (draft-model speculative decoding) is not supported by "
-                          "gentwin; n-gram drafting (speculative.ngram_size) is")
+    `speculative` section (JSON booleans for the bool options, as the peer requires)."""
     section = config.raw.get("speculative", {})
     if not isinstance(section, dict):
         raise ConfigError("genai_config.json: 'speculative' must be an object")
@@ -85,11 +81,13 @@ def as_peer_dict(options: dict) -> dict:
     return {name: value if name in BOOL_OPTIONS else float(value) for name, value in options.items()}
 
 
-def check_for_generator(speculative: dict, search: dict, config) -> None:
-    """The peer's refusals when a Generator with n-gram drafting is made, in its order and words."""
+def check_for_generator(speculative: dict, search: dict, config, has_draft: bool) -> None:
+    """The peer's refusals when a Generator that drafts is made, in its order and words."""
     if speculative["ngram_chained_lookup"] and not speculative["ngram_size"]:
         raise SpeculativeOptionError("speculative.ngram_chained_lookup requires speculative.ngram_size to enable "
                                      "n-gram decoding.")
+    if has_draft:
+        _check_draft_model(speculative, search)
     if not speculative["ngram_size"]:
         return
     if config.model_type == "gpt2":  # the peer's gpt2 state is not its decoder-only one
@@ -106,6 +104,35 @@ def check_for_generator(speculative: dict, search: dict, config) -> None:
     if any(decoder.layer_kind(layer) == WINDOWED_KV_LAYER for layer in decoder.attention_layers):
         raise GentwinError("N-gram decoding requires a rewindable KV cache; sliding-window, hybrid, and "
                            "model-managed state are not supported in this release.")
+
+
+def _check_draft_model(speculative: dict, search: dict) -> None:
+    if speculative["ngram_size"]:
+        raise GentwinError("N-gram decoding cannot be combined with draft-model speculative decoding.")
+    if search["batch_size"] != 1:
+        raise GentwinError(f"Speculative decoding does not support batch_size > 1 in this release. "
+                           f"Got batch_size={search['batch_size']}")
+    if search["num_beams"] != 1:
+        raise GentwinError(f"Speculative decoding does not support num_beams > 1 (beam search). "
+                           f"Got num_beams={search['num_beams']}.")
+    if search["no_repeat_ngram_size"]:
+        raise GentwinError(f"Speculative decoding does not support no_repeat_ngram_size != 0 in this release. "
+                           f"Got no_repeat_ngram_size={search['no_repeat_ngram_size']}.")
+    if search["do_sample"]:
+        # The peer accepts draft tokens by rejection sampling (min(1, p_target / p_draft)) with its own random
+        # stream; gentwin draws every token as it does without drafts, which that rule does not give.
+        raise GentwinError("gentwin: a draft model drafts for greedy search only (do_sample=False); the peer's "
+                           "rejection sampling of draft tokens is not implemented")
+
+
+def check_draft_model(config, draft_config) -> None:
+    """The peer's checks of a target and its draft when the model is loaded."""
+    for what, checked in (("target", config), ("draft", draft_config)):
+        decoder = checked.decoder
+        if decoder.conv_layers or any(decoder.layer_kind(layer) == WINDOWED_KV_LAYER
+                                      for layer in decoder.attention_layers):
+            raise ConfigError(f"Speculative decoding requires a rewindable KV cache in the {what} model: "
+                              "sliding-window and hybrid state are not supported.")
 
 
 class NGramLookup:
@@ -270,6 +297,7 @@ class Stats:
         for name in self.TIMERS:
             setattr(self, name, 0.0)
         self.rounds_by_k: dict[int, int] = {}
+        self.draft_forward_passes = 0  # runs of a draft model
 
     def as_peer_dict(self, active: bool, adaptive: AdaptiveK, cooldown: Cooldown) -> dict:
         """get_speculative_stats' dict, key for key the peer's. Re-anchor and reconciliation runs are 0: the
@@ -284,7 +312,7 @@ class Stats:
         return {
             **{name: counts[name] for name in self.COUNTERS[:3]}, "active_rounds": int(active),
             **{name: counts[name] for name in self.COUNTERS[3:11]}, "tokens_buffered": 0,
-            "draft_forward_passes": 0, "target_forward_passes": self.target_forward_passes,
+            "draft_forward_passes": self.draft_forward_passes, "target_forward_passes": self.target_forward_passes,
             "effective_k": adaptive.k, "adaptive_k_increases": adaptive.increases,
             "adaptive_k_decreases": adaptive.decreases, "adaptive_k_observations": adaptive.observations,
             "adaptive_k_probes": adaptive.probes, "cooldown_entries": cooldown.entries,

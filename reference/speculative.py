@@ -1,8 +1,9 @@
-"""Speculative decoding with n-gram drafts: draft, verify, accept, roll back.
+"""Speculative decoding: draft, verify, accept, roll back.
 
 Decoding runs the model once per token. A round instead guesses K tokens (the draft: what followed the last
-time the sequence's final N - 1 tokens occurred, gentwin.speculative.NGramLookup) and runs the model ONCE on
-them, after the token still waiting to be fed: one run gives the logits after every draft token, K + 1 rows.
+time the sequence's final N - 1 tokens occurred, gentwin.speculative.NGramLookup; or a small draft model's
+greedy choices) and runs the target ONCE on them, after the token still waiting to be fed: one run gives the
+logits after every draft token, K + 1 rows.
 
 Each generate_next_token then chooses its token from the next row with the ordinary search (penalties,
 greedy or seeded sampling, one random draw per token as without drafts), so the stream is the one decoding
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gentwin import speculative
+from gentwin.devices import to_host
 from gentwin.errors import GentwinError
 
 
@@ -34,59 +36,30 @@ class Round:
     accepted: int = 0
 
 
-class Speculation:
-    """One generator's n-gram speculation: the api calls `before_choice` and `after_choice` around each
-    generate_next_token's choice, and `interrupt` before anything else changes the sequence."""
+class NGramDrafter:
+    """Drafts from the sequence itself: what followed the last occurrence of its final N - 1 tokens."""
 
-    def __init__(self, options: dict, logits_name: str):
-        self.options, self.logits_name = options, logits_name
+    def __init__(self, options: dict, stats: speculative.Stats):
+        self.chained, self.stats = options["ngram_chained_lookup"], stats
         self.lookup = speculative.NGramLookup(options["ngram_size"])
-        self.adaptive = speculative.AdaptiveK(options["max_draft_tokens"], options["min_adaptive_k"])
-        self.cooldown = speculative.Cooldown(options["cooldown"])
-        self.stats = speculative.Stats()
-        self.round: Round | None = None
 
-    # -- draft and verify ------------------------------------------------------------------------------
-
-    def before_choice(self, generator) -> None:
-        """Start a round if none is under way and the lookup finds a draft; else the step is an ordinary one."""
-        if self.round is not None:
-            return
-        if self.cooldown.remaining:
-            self.cooldown.take_step()
-            self.stats.standard_fallback_steps += 1
-            return
-        sequences = generator.sequences
-        k = min(self.adaptive.k, sequences.max_length - sequences.length)  # no draft beyond max_length
-        start = time.perf_counter()
-        draft = self.draft(sequences.current()[0], k)
-        if not draft:
-            self.stats.standard_fallback_steps += 1
-            return
-        rows = self.verify(generator, draft)                                            # [K + 1, V]
-        self.round = Round(draft, rows, k == self.adaptive.k and len(draft) == k,
-                           speculative.milliseconds_since(start))
-        self.stats.rounds += 1
-        self.stats.draft_tokens_proposed += len(draft)
-        self.stats.rounds_by_k[len(draft)] = self.stats.rounds_by_k.get(len(draft), 0) + 1
-        generator.logits = rows[0].copy()[None, :]                                      # [1, V]
-
-    def draft(self, tokens: np.ndarray, k: int) -> list[int]:
-        """Up to K tokens from the n-gram index, brought up to date with TOKENS [length] first."""
-        self.sync(tokens)
+    def propose(self, generator, k: int) -> list[int]:
+        """Up to K tokens from the n-gram index, brought up to date with the sequence first."""
+        self.round_ended(generator)
         stats, start = self.stats, time.perf_counter()
-        draft = self.lookup.propose(k, self.options["ngram_chained_lookup"])
+        draft = self.lookup.propose(k, self.chained)
         stats.lookup_ms += speculative.milliseconds_since(start)
         stats.draft_ms += speculative.milliseconds_since(start)
         stats.ngram_lookup_hits += bool(draft)
         stats.ngram_lookup_misses += not draft
         stats.ngram_lookup_tokens_proposed += len(draft)
-        if self.options["ngram_chained_lookup"] and len(draft) > 1:
+        if self.chained and len(draft) > 1:
             stats.ngram_chained_tokens_proposed += len(draft) - 1
         return draft
 
-    def sync(self, tokens: np.ndarray) -> None:
-        """Index the tokens of TOKENS [length] committed since the last sync (all again after a rewind)."""
+    def round_ended(self, generator) -> None:
+        """Index the tokens committed since the last sync (all of them again after a rewind)."""
+        tokens = generator.sequences.current()[0]                                       # [length]
         stats, start = self.stats, time.perf_counter()
         indexed = len(self.lookup.history)
         if len(tokens) == indexed:
@@ -98,6 +71,87 @@ class Speculation:
         stats.ngram_history_syncs += 1
         stats.ngram_history_tokens_synced += len(tokens) if len(tokens) < indexed else len(tokens) - indexed
         stats.history_sync_ms += speculative.milliseconds_since(start)
+
+
+class DraftModel:
+    """Drafts from a smaller model of the same vocabulary (genai_config.json's model.draft), with a KV cache of
+    its own: caught up with the sequence (what it holds beyond their common start is dropped), then run on
+    its own greedy choices until K are proposed."""
+
+    def __init__(self, generator, stats: speculative.Stats):
+        model, options = generator.model, generator.options
+        self.graph, self.stats = model.draft_graph, stats
+        # A growing past (no buffer shared with the present): every attention graph takes one, whatever the
+        # target's search options say about sharing (a MultiHeadAttention draft cannot share).
+        self.state = model.DecoderState(model.draft_graph, model.draft_config, 1, 1, options["max_length"], False)
+        self.held: list[int] = []  # the tokens the draft's KV cache holds
+
+    def propose(self, generator, k: int) -> list[int]:
+        start = time.perf_counter()
+        tokens = [int(token) for token in generator.sequences.current()[0]]
+        kept = 0
+        while kept < min(len(self.held), len(tokens) - 1) and self.held[kept] == tokens[kept]:
+            kept += 1                                      # the last token is run again for its logits
+        self.state.rewind(kept)
+        self.held = self.held[:kept]
+        logits = self.run(tokens[kept:])                                                # [V]
+        draft = [int(np.argmax(logits))]
+        while len(draft) < k:
+            draft.append(int(np.argmax(self.run(draft[-1:]))))
+        self.stats.draft_ms += speculative.milliseconds_since(start)
+        return draft
+
+    def run(self, tokens: list[int]) -> np.ndarray:
+        """The draft's logits after TOKENS, [V] on the host: one run, or one a token where the graph cannot
+        take several over its past."""
+        ids = np.array([tokens], dtype=np.int32)                                        # [1, S]
+        columns = [ids] if self.graph.takes_chunks_over_past or not self.held else np.split(ids, len(tokens), 1)
+        for column in columns:
+            logits = self.state.run(column)                                             # [1, V]
+            self.stats.draft_forward_passes += 1
+        self.held += tokens
+        return to_host(logits)[0]
+
+    def round_ended(self, generator) -> None:
+        """Nothing: the next proposal catches the draft up with the sequence."""
+
+
+class Speculation:
+    """One generator's speculation: the api calls `before_choice` and `after_choice` around each
+    generate_next_token's choice, and `interrupt` before anything else changes the sequence."""
+
+    def __init__(self, options: dict, generator):
+        self.logits_name = generator.model.config.decoder.output_names["logits"]
+        self.adaptive = speculative.AdaptiveK(options["max_draft_tokens"], options["min_adaptive_k"])
+        self.cooldown = speculative.Cooldown(options["cooldown"])
+        self.stats = speculative.Stats()
+        self.drafter = NGramDrafter(options, self.stats) if options["ngram_size"] else DraftModel(generator, self.stats)
+        self.round: Round | None = None
+
+    # -- draft and verify ------------------------------------------------------------------------------
+
+    def before_choice(self, generator) -> None:
+        """Start a round if none is under way and the drafter proposes; else the step is an ordinary one."""
+        if self.round is not None:
+            return
+        if self.cooldown.remaining:
+            self.cooldown.take_step()
+            self.stats.standard_fallback_steps += 1
+            return
+        sequences = generator.sequences
+        k = min(self.adaptive.k, sequences.max_length - sequences.length)  # no draft beyond max_length
+        start = time.perf_counter()
+        draft = self.drafter.propose(generator, k)
+        if not draft:
+            self.stats.standard_fallback_steps += 1
+            return
+        rows = self.verify(generator, draft)                                            # [K + 1, V]
+        self.round = Round(draft, rows, k == self.adaptive.k and len(draft) == k,
+                           speculative.milliseconds_since(start))
+        self.stats.rounds += 1
+        self.stats.draft_tokens_proposed += len(draft)
+        self.stats.rounds_by_k[len(draft)] = self.stats.rounds_by_k.get(len(draft), 0) + 1
+        generator.logits = rows[0].copy()[None, :]                                      # [1, V]
 
     def verify(self, generator, draft: list[int]):
         """Run the target once on the tokens it has not seen (the one waiting, if any) and the DRAFT; the rows
@@ -178,8 +232,8 @@ class Speculation:
             stats.interrupted_rounds += 1
             return
         stats.completed_rounds += 1
-        if not generator.sequences.done:  # the round's tokens, indexed as the peer does when one ends
-            self.sync(generator.sequences.current()[0])
+        if not generator.sequences.done:  # the round's tokens, seen by the drafter as the peer does when one ends
+            self.drafter.round_ended(generator)
         evaluated = min(current.chosen, len(current.draft))
         if current.accepted == 0:
             stats.zero_accept_rounds += 1

@@ -333,3 +333,103 @@ def test_no_repeat_ngram_size_holds_in_verified_rows(engine, tmp_path):
     assert stream_and_stats(engine, folder, [1, 2, 1], 16, options, **search)[0] == plain
     assert stream_and_stats(engine, folder, [1, 2, 1], 16, **search)[0] == plain
     assert stream_and_stats(peer, folder, [1, 2, 1], 16, options, **search)[0] != plain
+
+
+# -- draft-model drafting -------------------------------------------------------------------------------------
+
+DRAFT_COUNTED = tuple(name for name in COUNTED if name not in ("ngram_history_syncs", "ngram_history_tokens_synced",
+                                                                "draft_forward_passes"))
+
+
+def with_draft(folder, target: str, draft: str | None) -> str:
+    """FOLDER: the fixture TARGET, with the fixture DRAFT (None: the target itself) as model.draft, in draft/."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in (FIXTURE_MODELS / target).iterdir():
+        if file.name != "genai_config.json":
+            (folder / file.name).symlink_to(file)
+    config = json.loads((FIXTURE_MODELS / target / "genai_config.json").read_text())
+    draft_block = json.loads((FIXTURE_MODELS / (draft or target) / "genai_config.json").read_text())["model"]["decoder"]
+    if draft:
+        (folder / "draft").mkdir()
+        for name in ("model.onnx", "model.onnx.data"):
+            (folder / "draft" / name).symlink_to(FIXTURE_MODELS / draft / name)
+        draft_block["filename"] = "draft/model.onnx"
+    config["model"]["draft"] = draft_block
+    (folder / "genai_config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+@pytest.mark.parametrize("draft", [None, "gemma-fp32"], ids=["itself", "gemma"])
+@pytest.mark.parametrize("options", [{}, dict(max_draft_tokens=3), dict(max_draft_tokens=1)], ids=repr)
+def test_a_draft_model_gives_the_peers_stream_and_stats(engine, tmp_path, draft, options):
+    """A draft that is the target accepts every token; another model's drafts are mostly rejected, and both
+    KV caches are rolled back each round. The stream is the target's without drafts either way."""
+    folder = with_draft(tmp_path / "model", "llama-fp32", draft)
+    ours = stream_and_stats(engine, folder, [5, 6, 7, 8], 40, options)
+    theirs = stream_and_stats(peer, folder, [5, 6, 7, 8], 40, options)
+    assert ours[0] == theirs[0] == stream_and_stats(engine, FIXTURE_MODELS / "llama-fp32", [5, 6, 7, 8], 40)[0]
+    assert {name: ours[1][name] for name in DRAFT_COUNTED} == {name: theirs[1][name] for name in DRAFT_COUNTED}
+    assert ours[1]["draft_forward_passes"] > 0 and ours[1]["rounds"] > 0
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+@pytest.mark.parametrize("draft", ["llama-int4", "mistral-mha-fp32"])
+def test_other_drafts_change_neither_tokens_nor_logits(engine, tmp_path, draft):
+    """The target quantized, which agrees often; a MultiHeadAttention graph run one token at a time over its
+    past (the peer cannot run it as a draft: it gives it the target's shared KV buffer), which rarely does."""
+    folder = with_draft(tmp_path / "model", "llama-fp32", draft)
+    logits_on, logits_off = [], []
+    on = generator(engine, folder, PROMPT, 50, dict(max_draft_tokens=4))
+    assert finish(on, logits_on) == finish(generator(engine, FIXTURE_MODELS / "llama-fp32", PROMPT, 50), logits_off)
+    np.testing.assert_allclose(np.array(logits_on), np.array(logits_off), atol=1e-4, rtol=0)
+    stats = on.get_speculative_stats()
+    assert stats["correction_tokens"] > 0 and (stats["draft_tokens_accepted"] > 0 or draft != "llama-int4")
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+def test_a_draft_model_through_rewind_and_append(engine, tmp_path):
+    folder = with_draft(tmp_path / "model", "llama-fp32", "gemma-fp32")
+
+    def play(og, path):
+        generated = generator(og, path, [5, 6, 7, 8], 40, None)
+        generated.generate_next_token()
+        generated.generate_next_token()
+        generated.rewind_to(5)
+        generated.append_tokens(np.array([[9, 10]], dtype=np.int32))
+        generated.generate_next_token()
+        generated.append_tokens(np.array([[11]], dtype=np.int32))
+        return finish(generated)
+
+    assert play(engine, folder) == play(engine, FIXTURE_MODELS / "llama-fp32")
+
+
+DRAFT_REFUSED = [({}, dict(batch_size=2)), ({}, dict(num_beams=2)), ({}, dict(no_repeat_ngram_size=2)),
+                 (dict(ngram_size=2), {})]
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+@pytest.mark.parametrize("options, search", DRAFT_REFUSED, ids=[repr(case) for case in DRAFT_REFUSED])
+def test_draft_model_generators_are_refused_as_by_the_peer(engine, tmp_path, options, search):
+    folder = with_draft(tmp_path / "model", "llama-fp32", None)
+    messages = []
+    for og in (engine, peer):
+        model = og.Model(folder)
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=30, **search)
+        params.set_speculative_options(**options)
+        with pytest.raises(RuntimeError) as error:
+            og.Generator(model, params)
+        messages.append(str(error.value))
+    assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+def test_a_draft_model_refuses_sampling(engine, tmp_path):
+    """The peer accepts draft tokens by rejection sampling with its own random stream; gentwin says it has not
+    got that rule rather than sample another way."""
+    model = engine.Model(with_draft(tmp_path / "model", "llama-fp32", None))
+    params = engine.GeneratorParams(model)
+    params.set_search_options(do_sample=True, random_seed=1, max_length=20)
+    with pytest.raises(RuntimeError, match="rejection sampling"):
+        engine.Generator(model, params)
