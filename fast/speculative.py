@@ -1,6 +1,7 @@
-"""Speculative decoding (n-gram or draft-model drafts), as gentwin/reference/speculative.py does it, with the verify run's
-rows read where onnxruntime wrote them: in the generator's logits buffer, on the host or (CUDA) on the GPU,
-where the search then reads them. The rows are copied out, as the next run writes that buffer again."""
+"""Speculative decoding (n-gram or draft-model drafts) as gentwin/reference/speculative.py does it, with the
+verify run's rows read where onnxruntime wrote them: in the generator's logits buffer, on the host or (CUDA)
+on the GPU, where the search then reads them. The rows are copied out, as the next run writes that buffer
+again."""
 
 from __future__ import annotations
 
