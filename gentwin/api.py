@@ -488,7 +488,7 @@ class Generator:
     def get_speculative_stats(self) -> dict:
         """What speculative decoding proposed and accepted so far (gentwin.speculative.Stats); zeros without it."""
         if self.speculation is None:
-            return speculative.Stats().as_peer_dict(False, speculative.AdaptiveK(0, 0), speculative.Cooldown(False))
+            return speculative.Stats().as_peer_dict(False, 0, speculative.AdaptiveK(0, 0), speculative.Cooldown(False))
         return self.speculation.get_stats()
 
     def _interrupt_speculation(self, rewound: bool = False) -> None:

@@ -299,7 +299,7 @@ class Stats:
         self.rounds_by_k: dict[int, int] = {}
         self.draft_forward_passes = 0  # runs of a draft model
 
-    def as_peer_dict(self, active: bool, adaptive: AdaptiveK, cooldown: Cooldown) -> dict:
+    def as_peer_dict(self, active: bool, buffered: int, adaptive: AdaptiveK, cooldown: Cooldown) -> dict:
         """get_speculative_stats' dict, key for key the peer's. Re-anchor and reconciliation runs are 0: the
         token a round ends with goes into the next run of the target, whatever that run is."""
         acceptance = self.draft_tokens_accepted / self.draft_tokens_evaluated if self.draft_tokens_evaluated else 0.0
@@ -311,7 +311,7 @@ class Stats:
         counts = {name: getattr(self, name) for name in self.COUNTERS}
         return {
             **{name: counts[name] for name in self.COUNTERS[:3]}, "active_rounds": int(active),
-            **{name: counts[name] for name in self.COUNTERS[3:11]}, "tokens_buffered": 0,
+            **{name: counts[name] for name in self.COUNTERS[3:11]}, "tokens_buffered": buffered,
             "draft_forward_passes": self.draft_forward_passes, "target_forward_passes": self.target_forward_passes,
             "effective_k": adaptive.k, "adaptive_k_increases": adaptive.increases,
             "adaptive_k_decreases": adaptive.decreases, "adaptive_k_observations": adaptive.observations,

@@ -33,7 +33,10 @@ class Round:
     filled: bool               # as many drafts as the width asked for
     milliseconds: float        # drafting and verifying, for the adaptive width
     chosen: int = 0            # tokens chosen so far from the rows (the drafts accepted, then one more)
+    planned: bool = False      # greedy: the counts below were decided when the round started (Speculation.plan)
     accepted: int = 0
+    evaluated: int = 0
+    queued: int = 0            # the tokens the peer's queue holds for this round
 
 
 class NGramDrafter:
@@ -151,6 +154,8 @@ class Speculation:
         self.stats.rounds += 1
         self.stats.draft_tokens_proposed += len(draft)
         self.stats.rounds_by_k[len(draft)] = self.stats.rounds_by_k.get(len(draft), 0) + 1
+        if not generator.options["do_sample"]:
+            self.plan(generator, self.round)
         generator.logits = rows[0].copy()[None, :]                                      # [1, V]
 
     def verify(self, generator, draft: list[int]):
@@ -197,53 +202,85 @@ class Speculation:
         chosen, index = int(generator.next_tokens[0]), current.chosen
         current.chosen += 1
         sequences = generator.sequences
-        stats.tokens_queued += 1
         if sequences.all_finished:  # EOS: the peer drops it from its queue rather than emit it
             stats.tokens_discarded += 1
         else:
             stats.tokens_emitted += 1
-        if index == len(current.draft):
-            stats.bonus_tokens += 1
-            self.end(generator, interrupted=sequences.all_finished)
-        elif chosen != current.draft[index]:
-            stats.draft_tokens_evaluated += 1
-            stats.correction_tokens += 1
-            self.end(generator, interrupted=sequences.all_finished)
-        else:
-            stats.draft_tokens_evaluated += 1
-            stats.draft_tokens_accepted += 1
-            current.accepted += 1
-            if sequences.done:  # EOS or max_length: the rest of the round is not needed
-                if current.chosen == len(current.draft) and not sequences.all_finished:
-                    stats.bonus_tokens += 1    # the peer decides the bonus token up front, then drops it
-                    stats.tokens_queued += 1
-                    stats.tokens_discarded += 1
-                self.end(generator, interrupted=True)
-                return
+        agrees = index < len(current.draft) and chosen == current.draft[index]
+        if not current.planned:
+            self.count_choice(current, agrees, sequences)
+        if agrees and not sequences.done:
             generator.fed_length += 1                                                   # the cache holds it
             generator.logits = current.rows[current.chosen].copy()[None, :]             # [1, V]
+            return
+        self.end(generator, interrupted=sequences.all_finished or agrees)  # agrees: at EOS or max_length
+
+    def plan(self, generator, current: Round) -> None:
+        """Greedy search: the round's outcome now, as the peer counts it when a round starts. Each row is
+        processed as the search will process it, after the draft tokens before it; the choices themselves are
+        still made one a call, by the search (after_choice)."""
+        tokens, search, options = generator.sequences.current(), generator.search, generator.options   # [1, L]
+        accepted = 0
+        for index, row in enumerate(current.rows):
+            history = np.concatenate([tokens, np.array([current.draft[:index]], dtype=np.int32)], axis=1)
+            logits = row.copy()[None, :]                                                # [1, V]
+            search.process_logits(logits, history, options, generator.model.config.eos_token_ids,
+                                  generator.sequences.prompt_length, options["logit_bias"])
+            if index == len(current.draft) or int(to_host(logits).argmax()) != current.draft[index]:
+                break
+            accepted += 1
+        current.planned, current.accepted = True, accepted
+        current.evaluated = min(accepted + 1, len(current.draft))
+        current.queued = accepted + 1
+        stats = self.stats
+        stats.draft_tokens_evaluated += current.evaluated
+        stats.draft_tokens_accepted += accepted
+        stats.tokens_queued += current.queued
+        stats.bonus_tokens += accepted == len(current.draft)
+        stats.correction_tokens += accepted < len(current.draft)
+
+    def count_choice(self, current: Round, agrees: bool, sequences) -> None:
+        """Sampling: the round counted a choice at a time (its draws are the search's, made one a call)."""
+        stats, index = self.stats, current.chosen - 1
+        stats.tokens_queued += 1
+        current.queued += 1
+        if index == len(current.draft):
+            stats.bonus_tokens += 1
+            return
+        current.evaluated += 1
+        stats.draft_tokens_evaluated += 1
+        if not agrees:
+            stats.correction_tokens += 1
+            return
+        current.accepted += 1
+        stats.draft_tokens_accepted += 1
+        if sequences.done and current.chosen == len(current.draft) and not sequences.all_finished:
+            stats.bonus_tokens += 1  # max_length after the last draft: the peer decides the bonus, then drops it
+            stats.tokens_queued += 1
+            current.queued += 1
 
     def end(self, generator, interrupted: bool = False) -> None:
-        """Roll the KV cache back to the tokens fed, and count the round."""
+        """Roll the KV cache back to the tokens fed, and count the round: interrupted if it had tokens left."""
         current, stats = self.round, self.stats
         self.round = None
         generator.state.rewind(generator.fed_length)
-        if interrupted:
+        left = current.queued - current.chosen
+        stats.tokens_discarded += left
+        if interrupted or left:
             stats.interrupted_rounds += 1
             return
         stats.completed_rounds += 1
         if not generator.sequences.done:  # the round's tokens, seen by the drafter as the peer does when one ends
             self.drafter.round_ended(generator)
-        evaluated = min(current.chosen, len(current.draft))
         if current.accepted == 0:
             stats.zero_accept_rounds += 1
-        elif current.accepted == evaluated:
+        elif current.accepted == current.evaluated:
             stats.full_accept_rounds += 1
         else:
             stats.partial_accept_rounds += 1
-        self.cooldown.record(len(current.draft), self.adaptive.min_k, evaluated, current.accepted)
-        self.adaptive.record(len(current.draft), evaluated, current.accepted, current.chosen, current.filled,
-                             current.milliseconds)
+        self.cooldown.record(len(current.draft), self.adaptive.min_k, current.evaluated, current.accepted)
+        self.adaptive.record(len(current.draft), current.evaluated, current.accepted, current.chosen,
+                             current.filled, current.milliseconds)
 
     def interrupt(self, generator, rewound: bool = False) -> None:
         """append_tokens, rewind_to, set_logits, snapshot or restore comes: drop the drafts still in the cache.
@@ -255,4 +292,5 @@ class Speculation:
             self.cooldown.reset()
 
     def get_stats(self) -> dict:
-        return self.stats.as_peer_dict(self.round is not None, self.adaptive, self.cooldown)
+        buffered = self.round.queued - self.round.chosen if self.round else 0
+        return self.stats.as_peer_dict(self.round is not None, buffered, self.adaptive, self.cooldown)
