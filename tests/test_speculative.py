@@ -433,3 +433,41 @@ def test_a_draft_model_refuses_sampling(engine, tmp_path):
     params.set_search_options(do_sample=True, random_seed=1, max_length=20)
     with pytest.raises(RuntimeError, match="rejection sampling"):
         engine.Generator(model, params)
+
+
+def test_the_check_family_drafts_and_avoids_the_peers_limits():
+    """gentwin check's speculative scenarios draft (most have rounds), and with the peer as a side they only
+    generate to the end, without no_repeat_ngram_size."""
+    from hypothesis import HealthCheck, Phase, given, settings
+
+    import gentwin.fast as fast
+    from gentwin.conformance.check import same_scenarios_for_a_seed
+    from gentwin.conformance.families import FAMILIES, Capabilities
+    from gentwin.conformance.model_facts import ModelFacts
+    from gentwin.conformance.scenarios import Player
+    from gentwin.conformance.verdict import Side
+
+    folder = FIXTURE_MODELS / "llama-fp32"
+    family = next(family for family in FAMILIES if family.name == "speculative")
+    models = {og: og.Model(str(folder)) for og in (fast, peer)}
+    for sides, peer_plays in (([fast], False), ([fast, peer], True)):
+        capabilities = Capabilities.of([Side(og, models[og]) for og in sides])
+        found = []
+
+        @settings(max_examples=15, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
+                  suppress_health_check=list(HealthCheck))
+        @given(family.strategy(ModelFacts.read(folder), capabilities))
+        def collect(scenario):
+            found.append(scenario)
+
+        with same_scenarios_for_a_seed():
+            collect()
+        drafted = 0
+        for scenario in found:
+            player = Player(fast, models[fast], scenario)
+            player.play()
+            assert scenario.speculative["ngram_size"] >= 2
+            drafted += player.generator.get_speculative_stats()["rounds"] > 0
+            if peer_plays:
+                assert scenario.steps == (("finish",),) and "no_repeat_ngram_size" not in scenario.options
+        assert drafted >= len(found) * 2 // 3  # a turn may rewind the repeated prompt away first
