@@ -160,7 +160,7 @@ def check_model(impl, oracle, folder: Path, family: Family, examples: int, run_s
     refusal (verdict.judge: alike on both sides, not a divergence), and no scenario is generated for it."""
     facts = ModelFacts.read(folder)
     cell, started = Cell(ties_budgeted=not facts.rounds_beyond_float32), time.perf_counter()
-    sides = Side(impl, _loaded(impl, folder)), Side(oracle, _loaded(oracle, folder))
+    sides = Side(impl, _loaded(impl, folder)), Side(oracle, _loaded(oracle, folder), drafts=False)
 
     def judge_one(scenario: Scenario) -> Verdict:
         return judge(*sides, scenario, facts)
@@ -294,7 +294,7 @@ def reproduction(impl_name: str, oracle_name: str, folder: Path, scenario: Scena
         "",
         f"folder = {str(folder.resolve())!r}",
         f"scenario = {scenario!r}",
-        "print(judge(Side(impl, impl.Model(folder)), Side(oracle, oracle.Model(folder)), scenario,",
+        "print(judge(Side(impl, impl.Model(folder)), Side(oracle, oracle.Model(folder), drafts=False), scenario,",
         "            ModelFacts.read(folder)))",
         "EOF",
     ])

@@ -9,6 +9,9 @@
                 likely at some steps, so hypotheses of different lengths compete and the search stops early
     chat        batch 1: turns appended after generation, rewinds, set_logits and get_logits, greedy or sampled
     logits      get_logits before every choice for 14 to 20 steps: the logits must agree within the tolerance
+    speculative batch 1, a prompt that repeats itself, n-gram drafting on the implementation (sizes, widths,
+                chained lookup, adaptive width, cooldown) against the oracle decoding without drafts, greedy or
+                sampled, through chat turns: drafts must change nothing
 
 Scenarios only make valid calls: appends fit in max_length (max_length is sized from the steps), and when the
 peer plays, they avoid exactly its documented bugs (README, "Differences"): every rewind goes back at least 2
@@ -19,6 +22,7 @@ is compensated in scenarios.play. gentwin's extra options are only generated whe
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -40,19 +44,31 @@ class Capabilities:
 
     extras: frozenset       # gentwin's extra search options that both accept
     peer_safe: bool         # the peer plays: avoid its documented bugs
+    drafts: bool = True     # the model takes n-gram drafting (not gpt2, a sliding window, a conv state)
 
     @classmethod
     def of(cls, sides) -> "Capabilities":
         """Probe each side (scenarios.Side-like: .module, .model) for the extra options."""
         extras = frozenset(name for name in EXTRA_SEARCH_DEFAULTS
                            if all(_accepts(side, name, EXTRA_SEARCH_DEFAULTS[name]) for side in sides))
-        return cls(extras, any(side.module.__name__ == PEER_MODULE for side in sides))
+        return cls(extras, any(side.module.__name__ == PEER_MODULE for side in sides),
+                   all(_drafts(side) for side in sides))
 
 
 def _accepts(side, name: str, value) -> bool:
     try:
         side.module.GeneratorParams(side.model).set_search_options(**{name: value})
     except Exception:  # the peer raises RuntimeError for an option it does not know
+        return False
+    return True
+
+
+def _drafts(side) -> bool:
+    params = side.module.GeneratorParams(side.model)
+    params.set_speculative_options(ngram_size=2)
+    try:
+        side.module.Generator(side.model, params)
+    except Exception:  # the peer refuses with a RuntimeError
         return False
     return True
 
@@ -247,6 +263,39 @@ def logits_scenarios(draw, facts, capabilities):
                     {**draw(search(facts)), "max_length": len(prompt[0]) + choices})
 
 
+def drafting(capabilities: Capabilities) -> st.SearchStrategy:
+    """set_speculative_options: n-gram size, width, chained lookup, adaptive width, cooldown; none where the
+    model cannot draft (the scenario then checks plain decoding)."""
+    if not capabilities.drafts:
+        return st.just({})
+    return st.fixed_dictionaries({"ngram_size": st.integers(2, 4), "max_draft_tokens": st.integers(1, 8)},
+                                 optional={"ngram_chained_lookup": st.booleans(),
+                                           "min_adaptive_k": st.integers(0, 3), "cooldown": st.booleans()})
+
+
+@st.composite
+def repeating_prompt(draw, facts: ModelFacts) -> tuple:
+    """One row: a few tokens, said two or three times, so the n-gram index finds drafts at once."""
+    phrase = draw(st.lists(tokens(facts), min_size=2, max_size=4))
+    return (tuple(phrase * draw(st.integers(2, 3))),)
+
+
+@st.composite
+def speculative_scenarios(draw, facts, capabilities):
+    # The peer's speculative rounds refuse get_logits at some points ("Speculative decoding logits are not
+    # available at the current generation state", README, "Differences"), and the harness reads them before
+    # an append to the peer (bug 1): with the peer, the scenario generates to the end.
+    finish = st.just((("finish",),))
+    steps = draw(finish if capabilities.peer_safe else st.one_of(finish, chat_turns(facts, capabilities)))
+    # and its verification rows skip no_repeat_ngram_size (README, "Differences"): not with the peer either.
+    chosen = processors(facts, capabilities).map(
+        lambda options: {name: value for name, value in options.items()
+                         if not (capabilities.peer_safe and name == "no_repeat_ngram_size")})
+    base = draw(scenario("speculative", facts, repeating_prompt(facts), st.just(steps),
+                         merged(search(facts), chosen), spare=st.integers(6, 16)))
+    return dataclasses.replace(base, speculative=draw(drafting(capabilities)))
+
+
 FAMILIES = [
     Family("greedy", greedy_scenarios, ("batch1", "batch2-padded")),
     Family("sampling", sampling_scenarios),
@@ -255,4 +304,5 @@ FAMILIES = [
     Family("beam", beam_scenarios),
     Family("chat", chat_scenarios, ("chat-3-turns", "rewind-reappend")),
     Family("logits", logits_scenarios),
+    Family("speculative", speculative_scenarios),
 ]

@@ -30,6 +30,7 @@ after the other steps only token_count() is recorded.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -50,6 +51,10 @@ class Scenario:
     prompt: tuple                     # rows of token ids, right-padded with pad_token_id for batch > 1
     steps: tuple
     options: dict = field(default_factory=dict)
+    speculative: dict = field(default_factory=dict)  # set_speculative_options, for the sides that draft
+
+    def without_drafts(self) -> "Scenario":
+        return dataclasses.replace(self, speculative={})
 
     @property
     def batch_size(self) -> int:
@@ -125,6 +130,8 @@ class Player:
             try:
                 params = og.GeneratorParams(model)
                 params.set_search_options(batch_size=scenario.batch_size, **scenario.options)
+                if scenario.speculative:
+                    params.set_speculative_options(**scenario.speculative)
                 self.generator = og.Generator(model, params)
             except Exception as error:  # an implementation refusing the options or the model is an observation
                 self.refused = f"Generator(): {type(error).__name__}: {error}"

@@ -67,9 +67,11 @@ class Side(NamedTuple):
 
     module: object
     model: object
+    drafts: bool = True  # plays a scenario's speculative options; the oracle decodes without drafts
 
     def player(self, scenario: Scenario, **replay) -> Player:
         """A Player for SCENARIO; REPLAY: capture_until, replace_logits or prompt_logits (see Player)."""
+        scenario = scenario if self.drafts else scenario.without_drafts()
         return Player(self.module, self.model, scenario, feeds_pending_before_append(self.module), **replay)
 
 
@@ -127,7 +129,7 @@ class ModelQuestion:
     def twin_pairs(self):
         """(the oracle's logits, the rounding twin's) at every call and every logits event of the scenario,
         the twin fed the oracle's logits before every choice, so on the oracle's token history."""
-        twin = played(Side(self.oracle.module, twin_model(self.oracle.module.Model, self.facts.folder)),
+        twin = played(Side(self.oracle.module, twin_model(self.oracle.module.Model, self.facts.folder), False),
                       self.scenario, capture_until=EVERY_CALL, replace_logits=self.oracle_play.player.captured)
         yield from zip(self.oracle_play.player.captured, twin.player.captured)
         for event, twins_event in zip_longest(self.oracle_play.events, twin.events):

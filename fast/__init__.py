@@ -13,7 +13,7 @@ the peer; the device checks say what this onnxruntime build can run.
 import onnxruntime
 
 from gentwin import api, devices
-from gentwin.fast import decoder, search
+from gentwin.fast import decoder, search, speculative
 from gentwin.public import *  # noqa: F403 - the engine-neutral names
 from gentwin.public import __all__ as PUBLIC_NAMES
 
@@ -23,6 +23,7 @@ class Model(api.Model):
     load_graph = staticmethod(decoder.load_graph)
     DecoderState = decoder.DecoderState
     Search = staticmethod(search.create_search)
+    Speculation = speculative.Speculation
 
     @property
     def device_type(self) -> str:

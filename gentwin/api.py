@@ -17,10 +17,10 @@ import warnings
 
 import numpy as np
 
-from gentwin import draft, model_check, search_options
+from gentwin import draft, model_check, search_options, speculative
 from gentwin import logging_options as run_log
 from gentwin.adapters import Adapters
-from gentwin.config import ConfigError, GenaiConfig, load_config
+from gentwin.config import ConfigError, GenaiConfig, draft_config, load_config
 from gentwin.devices import to_host
 from gentwin.errors import (ArgumentIndexError, ArgumentTypeError, ArgumentValueError, GentwinError, array, integer,
                             shown, text)
@@ -126,14 +126,21 @@ class Model:
     #                       gentwin/decoder_state.py); run feeds the dict `extra_inputs` the api sets, and
     #                       keeps what it fed in `inputs`
     Search = None         # (options, GenaiConfig) -> advances the sequences by one token chosen from logits
+    Speculation = None    # (speculative options, generator) -> one generator's drafts, n-gram or from the
+    #                       draft model (gentwin/reference/speculative.py)
 
     def __init__(self, config_or_path):
         self._config = config_or_path if isinstance(config_or_path, Config) else Config(config_or_path)
         self.config: GenaiConfig = self._config.model_config()
-        draft.check_draft_config(self.config)
+        draft.check_draft_config(self.config)  # the peer's checks of model.draft, in its words
+        self.speculative_options = speculative.configured(self.config)
         self.graph = type(self).load_graph(self.config, self._config)
         target = model_check.read_graph(self.config)
         draft.check_draft_graph(self.config, target)
+        self.draft_config = draft_config(self.config)  # model.draft: draft-model speculative decoding
+        if self.draft_config:
+            speculative.check_draft_model(self.config, self.draft_config)
+        self.draft_graph = self.draft_config and type(self).load_graph(self.draft_config, self._config)
         self.extra_inputs = ExtraInputs(input_specs(target, self.config.model_path), self.config)
 
     def generate(self, params: GeneratorParams) -> np.ndarray:
@@ -171,6 +178,7 @@ class GeneratorParams:
         self.model = model
         self.options = search_options.resolved(model.config.search)
         self.model_inputs: dict[str, np.ndarray] = {}
+        self.speculative_options = dict(model.speculative_options)
         self._deprecated_input_ids = None
 
     def set_search_options(self, **options) -> None:
@@ -179,6 +187,14 @@ class GeneratorParams:
 
     def get_search_options(self) -> dict:
         return search_options.as_peer_dict(self.options)
+
+    def set_speculative_options(self, **options) -> None:
+        """ngram_size, max_draft_tokens, ngram_chained_lookup, min_adaptive_k, cooldown (gentwin.speculative)."""
+        coerced = {name: speculative.coerce_option(name, value) for name, value in options.items()}
+        self.speculative_options.update(coerced)
+
+    def get_speculative_options(self) -> dict:
+        return speculative.as_peer_dict(self.speculative_options)
 
     def set_model_input(self, name: str, value) -> None:
         """0.5-era: an extra model input for the generators made from these params (see Generator.set_model_input)."""
@@ -256,7 +272,7 @@ class Generator:
         config = model.config
         options = params.generator_options()
         search_options.check_for_generator(options, config.context_length, config.vocab_size)
-        draft.check_draft_generator(config, options)
+        speculative.check_for_generator(params.speculative_options, options, config, bool(model.draft_config))
         self.model, self.options = model, options
         self.batch_size = options["batch_size"]
         rows = self.batch_size * options["num_beams"]
@@ -267,6 +283,9 @@ class Generator:
         self.state = model.DecoderState(model.graph, config, self.batch_size, options["num_beams"],
                                         options["max_length"], share_buffer)
         self.search = model.Search(options, config)
+        self.speculation = None  # n-gram drafting when the params ask for it, or the model's draft model
+        if params.speculative_options["ngram_size"] or model.draft_config:
+            self.speculation = model.Speculation(params.speculative_options, self)
         self.sequences = Sequences(rows, options["max_length"], config.eos_token_ids)
         self.logits = None      # [R, V] float32: logits for the next choice, once computed
         self.fed_length = 0     # how many tokens of the sequences the KV cache holds
@@ -292,6 +311,7 @@ class Generator:
                                f"exceeds max_length ({self.sequences.max_length})")
         self.model.extra_inputs.check_runnable(set(self.model_inputs).union(*self.adapter_parameters))
         self.state.check_run(tokens)
+        self._interrupt_speculation()
         if self.fed_length < self.sequences.length:
             # The last generated token has not been through the model yet. The peer skips it here and leaves
             # a hole in its KV cache (see README, "Differences"); gentwin runs it first.
@@ -311,6 +331,8 @@ class Generator:
         if self.logits is None and self.sequences.all_finished:
             raise GentwinError("generate_next_token called after every sequence finished with EOS: "
                                "append_tokens to continue, or rewind_to")
+        if self.speculation:
+            self.speculation.before_choice(self)  # may verify drafts and give the logits of a round's row
         logits = self._compute_logits()
         self.logits = None
         if run_log.wanted("generate_next_token"):
@@ -323,6 +345,8 @@ class Generator:
         if self.sequences.length == self.sequences.max_length and run_log.wanted("hit_max_length"):
             search = "beam" if self.options["num_beams"] > 1 else "greedy"
             run_log.write("hit_max_length", f"{search} {self.model.device_type.lower()} hit")
+        if self.speculation:
+            self.speculation.after_choice(self)   # a draft token accepted, or the round rolled back
 
     def _log_prompt(self, tokens: np.ndarray) -> None:
         """The peer's greedy search appends a prompt one position at a time, each row's token of it; its beam
@@ -344,20 +368,25 @@ class Generator:
     def _compute_logits(self) -> np.ndarray:
         """The logits of the next choice: run the model on the tokens the KV cache does not hold yet."""
         if self.logits is None:
-            length = self.sequences.length
-            if length == 0:
-                raise GentwinError("no tokens yet: call append_tokens first")
-            if self.rewound:
-                # The logits of the last kept token went with the positions after it, so that token is run
-                # again. (The peer instead re-appends the first dropped token: see README.)
-                self.state.rewind(length - 1)
-                self.fed_length = length - 1
-                self.rewound = False
-            if self.fed_length == length:
+            tokens = self.tokens_to_feed()                                           # [R, S]
+            if tokens.shape[1] == 0:
                 raise GentwinError("every sequence finished with EOS: append_tokens to continue, or rewind_to")
-            self.logits = self._run(self.sequences.tokens[:, self.fed_length : length])  # [R, V]
-            self.fed_length = length
+            self.logits = self._run(tokens)                                          # [R, V]
+            self.fed_length = self.sequences.length
         return self.logits
+
+    def tokens_to_feed(self) -> np.ndarray:
+        """The tokens of the sequences the KV cache does not hold, [R, S], to run for the next choice's logits."""
+        length = self.sequences.length
+        if length == 0:
+            raise GentwinError("no tokens yet: call append_tokens first")
+        if self.rewound:
+            # The logits of the last kept token went with the positions after it, so that token is run
+            # again. (The peer instead re-appends the first dropped token: see README.)
+            self.state.rewind(length - 1)
+            self.fed_length = length - 1
+            self.rewound = False
+        return self.sequences.tokens[:, self.fed_length : length]
 
     def _run(self, tokens: np.ndarray) -> np.ndarray:
         """Run the model on TOKENS [R, S] after the fed_length tokens it holds; the logits after the last, [R, V].
@@ -418,6 +447,7 @@ class Generator:
             first = unusable[0]
             raise ArgumentValueError(f"set_logits: {unusable.size} logits are NaN, infinite or beyond float32's "
                                      f"range; the first is {logits.flat[first]!r} at flat index {first}")
+        self._interrupt_speculation()
         self.logits = values
 
     def get_input(self, name: str) -> np.ndarray:
@@ -482,6 +512,7 @@ class Generator:
         if self.options["num_beams"] > 1:
             raise GentwinError("rewind_to is not supported with beam search")
         self.state.check_rewind(length)
+        self._interrupt_speculation(rewound=True)
         if length < self.fed_length:  # the engine's state first: should it fail, the sequences still match it
             self.state.rewind(length)
             self.fed_length = length
@@ -506,6 +537,7 @@ class Generator:
           The last run's outputs (get_output) are not part of a snapshot.
         """
         self._check_single_row("snapshot")
+        self._interrupt_speculation()
         return GeneratorSnapshot(self)
 
     def restore(self, snapshot: GeneratorSnapshot) -> None:
@@ -520,6 +552,7 @@ class Generator:
         if length > self.sequences.max_length:
             raise GentwinError(f"restore: the snapshot holds {length} tokens, more than this generator's "
                                f"max_length ({self.sequences.max_length})")
+        self._interrupt_speculation(rewound=True)
         self.sequences.rewind(0)
         self.sequences.append_prompt(snapshot.tokens[None, :])
         self.sequences.prompt_length, self.sequences.finished[:] = snapshot.prompt_length, snapshot.finished
@@ -527,6 +560,16 @@ class Generator:
         self.fed_length, self.rewound = snapshot.fed_length, snapshot.rewound
         self.next_tokens = snapshot.next_tokens.copy()
         self.logits = None if snapshot.logits is None else snapshot.logits.copy()
+
+    def get_speculative_stats(self) -> dict:
+        """What speculative decoding proposed and accepted so far (gentwin.speculative.Stats); zeros without it."""
+        if self.speculation is None:
+            return speculative.Stats().as_peer_dict(False, 0, speculative.AdaptiveK(0, 0), speculative.Cooldown(False))
+        return self.speculation.get_stats()
+
+    def _interrupt_speculation(self, rewound: bool = False) -> None:
+        if self.speculation:
+            self.speculation.interrupt(self, rewound)
 
     def _check_single_row(self, what: str) -> None:
         if self.batch_size != 1 or self.options["num_beams"] != 1:

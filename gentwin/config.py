@@ -6,6 +6,7 @@ Only the fields a decoder-only text model uses are parsed; unknown fields are ke
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
@@ -381,3 +382,19 @@ def check_model_file(config: GenaiConfig) -> None:
     if not os.path.isfile(config.model_path):
         raise ConfigError(f"model file {config.decoder.filename!r} named in genai_config.json is missing from "
                           f"{config.folder!r}")
+
+
+def draft_config(config: GenaiConfig) -> GenaiConfig | None:
+    """The draft model of draft-model speculative decoding: genai_config.json's `model.draft`, a decoder block
+    of its own beside `model.decoder`, with the folder, vocabulary and special tokens the target's; None
+    without one. Its file must be named and present, as the peer requires."""
+    draft = config.raw["model"].get("draft")
+    if draft is None:
+        return None
+    if not isinstance(draft, dict) or not draft.get("filename"):
+        raise ConfigError("genai_config.json: 'model.draft' must be a decoder block with a 'filename'")
+    draft_config = dataclasses.replace(config, decoder=_parse_decoder(draft, config.model_type))
+    if not os.path.isfile(draft_config.model_path):
+        raise ConfigError(f"draft model file {draft['filename']!r} named in genai_config.json is missing from "
+                          f"{config.folder!r}")
+    return draft_config

@@ -1,10 +1,10 @@
-"""genai_config.json's `model.draft`: the peer's checks of a speculative-decoding draft model, nothing more.
+"""genai_config.json's `model.draft`: the peer's checks of a speculative-decoding draft model when the Model loads.
 
-A `draft` section names a second, smaller decoder (a model.decoder section of its own) that the peer runs
-ahead of the target to propose tokens the target then verifies. onnxruntime-genai refuses a draft it cannot
-use, when the Model loads, and search options speculative decoding does not take, when a Generator is made.
-gentwin makes the same checks with the peer's words, so a folder the peer refuses is refused here too; a
-draft that passes them is refused at Generator(), because gentwin does not decode speculatively (yet).
+A `draft` section names a second, smaller decoder (a model.decoder section of its own) that runs ahead of the
+target to propose tokens the target then verifies (gentwin.speculative). onnxruntime-genai refuses a draft it
+cannot use when the Model loads; gentwin makes the same checks with the peer's words, so a folder the peer
+refuses is refused here too. The search options drafting does not take are refused when a Generator is made
+(speculative.check_for_generator).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ import os
 import onnx
 
 from gentwin.config import ConfigError, GenaiConfig
-from gentwin.errors import GentwinError
 from gentwin.graph_inputs import declared_shape
 
 SPECULATIVE = "Speculative decoding does not support"
@@ -89,19 +88,3 @@ def _logits_width(proto: onnx.ModelProto, name: str, role: str) -> int:
     if not isinstance(width, int) or width <= 0:
         raise ConfigError(f"{role} logits output '{name}' must have a static positive vocabulary dimension.")
     return width
-
-
-def check_draft_generator(config: GenaiConfig, options: dict) -> None:
-    """The peer's checks of a Generator's options on a model with a draft; then gentwin's refusal."""
-    if draft_section(config) is None:
-        return
-    if options["batch_size"] != 1:
-        raise GentwinError(f"{SPECULATIVE} batch_size > 1 in this release. Got batch_size={options['batch_size']}")
-    if options["num_beams"] != 1:
-        raise GentwinError(f"{SPECULATIVE} num_beams > 1 (beam search). Got num_beams={options['num_beams']}.")
-    if options["no_repeat_ngram_size"] != 0:
-        raise GentwinError(f"{SPECULATIVE} no_repeat_ngram_size != 0 in this release. Got "
-                           f"no_repeat_ngram_size={options['no_repeat_ngram_size']}.")
-    raise GentwinError("genai_config.json has a model.draft section, which asks for speculative decoding: gentwin "
-                       "checks it as onnxruntime-genai does but does not decode speculatively yet. Remove the "
-                       "section to generate with the target model alone (greedy search gives the same tokens)")

@@ -12,7 +12,7 @@ always runs on the CPU, and is_cuda_available() and the other device checks say 
 from gentwin import api, devices
 from gentwin.public import *  # noqa: F403 - the engine-neutral names
 from gentwin.public import __all__ as PUBLIC_NAMES
-from gentwin.reference import decoder, search
+from gentwin.reference import decoder, search, speculative
 
 
 class Model(api.Model):
@@ -20,6 +20,7 @@ class Model(api.Model):
     load_graph = staticmethod(decoder.load_graph)
     DecoderState = decoder.DecoderState
     Search = staticmethod(search.create_search)
+    Speculation = speculative.Speculation
 
 
 # numpy on the CPU: no onnxruntime execution provider is used, so no device is available.

@@ -30,6 +30,7 @@ BREAKS = {
     "rewind_off_by_one": "chat",
     "second_turn_loses_token": "chat",
     "logits_drift": "logits",
+    "drafts_not_rolled_back": "speculative",
 }
 
 

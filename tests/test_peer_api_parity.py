@@ -375,12 +375,9 @@ def test_search_options_speculative_decoding_refuses_are_refused_in_the_peers_wo
     assert messages[0] == messages[1]
 
 
-def test_a_draft_the_peer_takes_is_checked_then_refused_as_not_implemented(engine, tmp_path):
+def test_a_draft_the_peer_takes_decodes_the_peers_tokens(engine, tmp_path):
     folder = with_draft(LLAMA, tmp_path / "model")
-    model = engine.Model(folder)
-    with pytest.raises(RuntimeError, match="does not decode speculatively yet"):
-        engine.Generator(model, engine.GeneratorParams(model))
-    assert generated_tokens(peer, peer.Model(folder))  # the peer runs it
+    assert generated_tokens(engine, engine.Model(folder)) == generated_tokens(peer, peer.Model(folder))
 
 
 # -- the peer's n-gram test models: no KV cache, logits maybe pruned to the last position ---------------
