@@ -13,6 +13,8 @@ outputs), the same mask and position rules (gentwin.position_inputs), the same K
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnxruntime as ort
 
@@ -50,9 +52,22 @@ NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tens
                "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
 
 
+def peer_intra_op_threads() -> int:
+    """The peer's intra-op thread count when genai_config.json sets none (CreateSessionOptionsFromConfig):
+    half the logical CPUs, 1 to 16, as if every core ran two hardware threads."""
+    return max(1, min(16, (os.cpu_count() or 1) // 2))
+
+
 def session_options(options: dict) -> ort.SessionOptions:
-    """genai_config.json's session_options as onnxruntime.SessionOptions; unknown keys are an error."""
+    """genai_config.json's session_options as onnxruntime.SessionOptions; unknown keys are an error.
+
+    What the file leaves unset is the peer's: its intra-op thread count (not onnxruntime's default of one
+    thread per physical core) and onnxruntime's spinning workers. Measured on the 2-core machine, busy with
+    other work (README, "How fast"): two spinning threads, onnxruntime's default there, decoded at half the
+    speed of one, in both engines, as the idle worker spins on a core the caller's thread needs; with the
+    peer's count, gentwin.fast runs the peer's kernels thread for thread, idle or busy."""
     result = ort.SessionOptions()
+    result.intra_op_num_threads = peer_intra_op_threads()
     for key, value in options.items():
         if key in SESSION_ATTRIBUTES:
             setattr(result, SESSION_ATTRIBUTES[key], value)
