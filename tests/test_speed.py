@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import gentwin.fast as fast
+from gentwin import bench
 from tests.conftest import FIXTURE_MODELS
 
 LLAMA = FIXTURE_MODELS / "llama-fp32"
@@ -54,3 +56,23 @@ def test_spinning_set_in_genai_config_reaches_the_session(tmp_path):
     folder = with_session_options(LLAMA, tmp_path, **{"session.intra_op.allow_spinning": "0"})
     options = fast.Model(str(folder)).graph.session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+
+@pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="the bench's plot needs matplotlib")
+def test_quick_bench_prints_its_table_and_writes_its_plot(tmp_path):
+    plot, rows_file = tmp_path / "bench.png", tmp_path / "rows.json"
+    result = subprocess.run([sys.executable, "-m", "gentwin.bench", "--quick", "--plot", str(plot),
+                             "--json", str(rows_file)], capture_output=True, text=True, check=True)
+    rows = json.loads(rows_file.read_text())
+    measured = {(row["condition"], row["engine"]) for row in rows}
+    assert {(condition, engine) for condition in bench.CONDITIONS for engine in bench.ENGINES} <= measured
+    peer = {row["condition"]: row for row in rows if row["engine"] == bench.PEER}
+    for row in rows:
+        assert all(row[key] > 0 for key in ("ttft_ms", "decode_tps", "peak_rss_mb")), row
+        assert row["decode_vs_peer"] == pytest.approx(row["decode_tps"] / peer[row["condition"]]["decode_tps"])
+        assert row["ttft_vs_peer"] == pytest.approx(row["ttft_ms"] / peer[row["condition"]]["ttft_ms"])
+    table_rows = [line for line in result.stdout.splitlines() if line.startswith(f"| {bench.QUICK_MODEL.name} |")]
+    assert len(table_rows) == len(rows)
+    assert "host work" in result.stdout
+    assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
