@@ -141,6 +141,41 @@ def load_graph(config, provider_config) -> Graph:
     return Graph(session, Device("cpu"), chunks)
 
 
+class MaskBuffer(position_inputs.PositionInputs):
+    """The shared mask and position rules, with the mask kept in one buffer per generator.
+
+    After a generator's first run every new mask column is ones (gentwin.position_inputs), so the mask
+    [R, T] is the front of a buffer [R, max_length] whose other columns hold ones: a step widens the view
+    and allocates nothing. The buffer is of the graph's mask type, so binding it converts nothing either.
+    """
+
+    def __init__(self, pad_token_id: int, batch_size: int, rows: int, max_length: int, dtype):
+        super().__init__(pad_token_id, batch_size)
+        self.buffer = np.ones((rows, max_length), dtype)                                # [R, max_length]
+
+    def next(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.mask is None:
+            mask, positions = super().next(input_ids)                                   # [R, S], [R, S]
+            self._hold(mask)
+            return self.mask, positions
+        new = input_ids.shape[1]
+        self.mask = self.buffer[:, : self.length + new]                                 # [R, T + new]
+        positions = position_inputs.next_position_ids(self.last_positions, new)         # [R, new]
+        self.last_positions = positions[:, -1]                                          # [R]
+        return self.mask, positions
+
+    def restore(self, snapshot: tuple) -> None:
+        super().restore(snapshot)
+        if self.mask is not None:
+            self._hold(self.mask)
+
+    def _hold(self, mask: np.ndarray) -> None:
+        """Make MASK [R, T] the front of the buffer, ones after it."""
+        self.buffer[:, : mask.shape[1]] = mask
+        self.buffer[:, mask.shape[1] :] = 1
+        self.mask = self.buffer[:, : mask.shape[1]]                                     # [R, T]
+
+
 class DecoderState(CachedState):
     """One generator's model inputs, IO binding and per-layer caches; `run` feeds new tokens and returns their
     logits."""
@@ -148,6 +183,8 @@ class DecoderState(CachedState):
     def __init__(self, graph: Graph, config, batch_size: int, num_beams: int, max_length: int, share_buffer: bool):
         super().__init__(graph, config, batch_size, num_beams, share_buffer)
         self.device, self.rows = graph.device, batch_size * num_beams
+        mask_type = graph.input_types.get(self.position_input_names[1], np.int64)
+        self.positions = MaskBuffer(config.pad_token_id, batch_size, self.rows, max_length, mask_type)
         self.logits_name = config.decoder.output_names["logits"]
         specs = layer_caches(config, graph, self.rows, max_length, share_buffer, self.device.name)
         self.caches = [layer_cache(spec, self.device) for spec in specs]
@@ -167,7 +204,7 @@ class DecoderState(CachedState):
         bound = {}
         for name, value in {**self.position_feeds(input_ids), **self.extra_inputs}.items():
             bound[name] = np.ascontiguousarray(value, dtype=self.graph.input_types.get(name, value.dtype))
-            self.device.bind_host_input(self.binding, name, bound[name])
+            self.device.bind_host_input(self.binding, name, bound[name], name not in self.graph.input_types)
         return bound
 
     def _bind_logits(self, new_tokens: int) -> None:
