@@ -3,10 +3,12 @@
 Side by side with gentwin/reference/decoder.py: the same DecoderState interface (run, rewind, reorder,
 outputs), the same mask and position rules (gentwin.position_inputs), the same KV layouts. What changes:
 
-- the graph runs in an onnxruntime InferenceSession, with the session options of genai_config.json and the
-  execution providers of the Config, as the peer creates its session;
-- inputs and outputs are bound once per run through IO binding, and the KV cache and the logits live in
-  buffers allocated once per generator (fast/kv_cache.py) that onnxruntime reads and writes in place;
+- the graph runs in an onnxruntime InferenceSession, with the session options of genai_config.json (and the
+  peer's intra-op thread count where they set none) and the execution providers of the Config, as the peer
+  creates its session;
+- inputs and outputs are bound once per run through IO binding, and the KV cache, the attention mask and
+  the logits live in buffers allocated once per generator (fast/kv_cache.py, MaskBuffer) that onnxruntime
+  reads and writes in place;
 - with the CUDA provider those buffers are on the GPU (fast/device.py), and so are the logits the search
   reads (fast/search.py): only candidates' scores and the chosen tokens come to the host.
 """
@@ -62,10 +64,10 @@ def session_options(options: dict) -> ort.SessionOptions:
     """genai_config.json's session_options as onnxruntime.SessionOptions; unknown keys are an error.
 
     What the file leaves unset is the peer's: its intra-op thread count (not onnxruntime's default of one
-    thread per physical core) and onnxruntime's spinning workers. Measured on the 2-core machine, busy with
-    other work (README, "How fast"): two spinning threads, onnxruntime's default there, decoded at half the
-    speed of one, in both engines, as the idle worker spins on a core the caller's thread needs; with the
-    peer's count, gentwin.fast runs the peer's kernels thread for thread, idle or busy."""
+    thread per physical core) and onnxruntime's spinning workers, so gentwin.fast runs the peer's kernels
+    thread for thread, idle or busy. Measured on the 2-core machine busy with other work (README, "How
+    fast"): two spinning threads, onnxruntime's default there, decoded at about half the speed of one, in
+    both engines, as a waiting worker spins on a core that the caller's thread or the other work needs."""
     result = ort.SessionOptions()
     result.intra_op_num_threads = peer_intra_op_threads()
     for key, value in options.items():
