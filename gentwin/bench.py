@@ -224,6 +224,12 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def tick_label(model: str) -> str:
+    """A model folder's name in two short lines: bench-llama-fp32 -> bench\nllama-fp32."""
+    family, _, rest = model.replace("-Instruct", "").partition("-")
+    return f"{family}\n{rest}"
+
+
 def plot(rows: list[dict], path: Path) -> None:
     """Decode tokens/s per model and condition (groups) and engine (bars), on a log scale: the engines differ
     by more than tenfold."""
@@ -240,7 +246,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for index, label in enumerate(labels):
         x = [group + (index - (len(labels) - 1) / 2) * width for group in range(len(groups))]
         axes.bar(x, [speed.get((*group, label), np.nan) for group in groups], width, label=label)
-    axes.set_xticks(range(len(groups)), [f"{model}\n{condition}" for model, condition in groups], fontsize=8)
+    axes.set_xticks(range(len(groups)), [f"{tick_label(model)}\n{condition}" for model, condition in groups], fontsize=8)
     axes.set_yscale("log")
     axes.set_ylabel("decode tokens/s (greedy, batch 1)")
     axes.set_title("decode speed, idle and with one core busy")
