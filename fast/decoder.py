@@ -197,8 +197,8 @@ class DecoderState(CachedState):
         self.logits = None          # [R, S, V] the last run's logits: a view of logits_buffer
         # Outputs gentwin does not read (hidden_states, ...): onnxruntime allocates them, each run anew, as
         # their shapes follow the run's. Bound first, they lead the binding's outputs.
-        self.other_outputs = [name for name in graph.output_types
-                              if name != self.logits_name and name not in self.present_names()]
+        read = {self.logits_name, *self.present_names()}
+        self.other_outputs = [name for name in graph.output_types if name not in read]
 
     def _bind_inputs(self, input_ids: np.ndarray) -> dict:
         """Bind input_ids, attention_mask and position_ids (those the graph takes) and the extra inputs; returns
