@@ -48,7 +48,13 @@ CONDITIONS = ("idle", "busy")
 # onnxruntime's and numpy's worker threads spin a while after a run; an engine starting at once shares the
 # cores with them (measured: the reference's prefill right after gentwin.fast's decode took twice as long)
 PAUSE_BETWEEN_TURNS = 0.1
-SPIN_ONE_CORE = "while True: pass"
+# One core kept busy until the bench stops it, or, should the bench die first, until it is orphaned
+SPIN_ONE_CORE = """
+import os, sys
+while os.getppid() == int(sys.argv[1]):
+    for _ in range(10**6):
+        pass
+"""
 
 
 # -- the worker: one engine, one model, in its own process ---------------------------------------------------
@@ -162,7 +168,7 @@ def competing_load(condition: str):
     if condition == "idle":
         yield
         return
-    spinner = subprocess.Popen([sys.executable, "-c", SPIN_ONE_CORE])
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN_ONE_CORE, str(os.getpid())])
     try:
         time.sleep(0.5)  # let the scheduler see it
         yield
