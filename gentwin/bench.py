@@ -13,7 +13,8 @@ How it measures:
 - "busy": the same rounds again while a process the bench starts (and stops) spins on one core, as a CI job
   or a second request would;
 - besides the engines at their defaults, gentwin.fast with one intra-op thread per logical CPU (where that
-  is more than the peer's half of them): what more threads give on an idle machine and cost on a busy one;
+  is more than the peer's half of them), with onnxruntime's spinning workers and without: what more threads
+  give on an idle machine and cost on a busy one;
 - last, gentwin.fast's host work per token (everything but the session run, in CPU time of the calling
   thread, one intra-op thread), on a fixture whose session run takes almost nothing.
 
@@ -48,6 +49,7 @@ CONDITIONS = ("idle", "busy")
 # onnxruntime's and numpy's worker threads spin a while after a run; an engine starting at once shares the
 # cores with them (measured: the reference's prefill right after gentwin.fast's decode took twice as long)
 PAUSE_BETWEEN_TURNS = 0.1
+NO_SPINNING = {"session.intra_op.allow_spinning": "0"}  # waiting workers sleep rather than spin
 # One core kept busy until the bench stops it, or, should the bench die first, until it is orphaned
 SPIN_ONE_CORE = """
 import os, sys
@@ -148,8 +150,8 @@ def real_models() -> list[Path]:
 
 
 @contextlib.contextmanager
-def with_intra_op_threads(model_dir: Path, threads: int):
-    """MODEL_DIR's model with intra_op_num_threads THREADS in its session options: a temporary folder of links."""
+def with_session_options(model_dir: Path, **options):
+    """MODEL_DIR's model with OPTIONS added to its session options: a temporary folder of links."""
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / model_dir.name
         copy.mkdir()
@@ -157,7 +159,7 @@ def with_intra_op_threads(model_dir: Path, threads: int):
             if item.name != "genai_config.json":
                 (copy / item.name).symlink_to(item.resolve())
         config = json.loads((model_dir / "genai_config.json").read_text())
-        config["model"]["decoder"].setdefault("session_options", {})["intra_op_num_threads"] = threads
+        config["model"]["decoder"].setdefault("session_options", {}).update(options)
         (copy / "genai_config.json").write_text(json.dumps(config))
         yield copy
 
@@ -185,8 +187,10 @@ def measure_model(model_dir: Path, engines: list[str], rounds: int, prompt_lengt
     with contextlib.ExitStack() as stack:
         folders = {engine: (engine, model_dir) for engine in engines}
         if "gentwin.fast" in engines and all_threads > peer_intra_op_threads():
-            folders[f"gentwin.fast, {all_threads} threads"] = (
-                "gentwin.fast", stack.enter_context(with_intra_op_threads(model_dir, all_threads)))
+            for label, spinning in ((f"gentwin.fast, {all_threads} threads", {}),
+                                    (f"gentwin.fast, {all_threads} threads, no spinning", NO_SPINNING)):
+                folder = with_session_options(model_dir, intra_op_num_threads=all_threads, **spinning)
+                folders[label] = ("gentwin.fast", stack.enter_context(folder))
         workers = {label: Worker(engine, folder, prompt_length, new_tokens) for label, (engine, folder) in folders.items()}
         try:
             for worker in workers.values():
@@ -270,7 +274,7 @@ def host_work_per_token(model_dir: Path, tokens: int) -> dict:
 
     og_modules = {PEER: importlib.import_module(PEER), "gentwin.fast": gentwin.fast}
     prompt = np.arange(3, 19, dtype=np.int32)[None, :]
-    with with_intra_op_threads(model_dir, 1) as folder:
+    with with_session_options(model_dir, intra_op_num_threads=1) as folder:
         models = {name: module.Model(str(folder)) for name, module in og_modules.items()}
         session = models["gentwin.fast"].graph.session
         run_session, session_cpu = session.run_with_iobinding, []
