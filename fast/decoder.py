@@ -3,10 +3,12 @@
 Side by side with gentwin/reference/decoder.py: the same DecoderState interface (run, rewind, reorder,
 outputs), the same mask and position rules (gentwin.position_inputs), the same KV layouts. What changes:
 
-- the graph runs in an onnxruntime InferenceSession, with the session options of genai_config.json and the
-  execution providers of the Config, as the peer creates its session;
-- inputs and outputs are bound once per run through IO binding, and the KV cache and the logits live in
-  buffers allocated once per generator (fast/kv_cache.py) that onnxruntime reads and writes in place;
+- the graph runs in an onnxruntime InferenceSession, with the session options of genai_config.json (and the
+  peer's intra-op thread count where they set none) and the execution providers of the Config, as the peer
+  creates its session;
+- inputs and outputs are bound once per run through IO binding, and the KV cache, the attention mask and
+  the logits live in buffers allocated once per generator (fast/kv_cache.py, MaskBuffer) that onnxruntime
+  reads and writes in place;
 - with the CUDA provider those buffers are on the GPU (fast/device.py), and so are the logits the search
   reads (fast/search.py): only candidates' scores and the chosen tokens come to the host.
 """
@@ -55,9 +57,22 @@ NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tens
                "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
 
 
+def peer_intra_op_threads() -> int:
+    """The peer's intra-op thread count when genai_config.json sets none (CreateSessionOptionsFromConfig):
+    half the logical CPUs, 1 to 16, as if every core ran two hardware threads."""
+    return max(1, min(16, (os.cpu_count() or 1) // 2))
+
+
 def session_options(options: dict) -> ort.SessionOptions:
-    """genai_config.json's session_options as onnxruntime.SessionOptions; unknown keys are an error."""
+    """genai_config.json's session_options as onnxruntime.SessionOptions; unknown keys are an error.
+
+    What the file leaves unset is the peer's: its intra-op thread count (not onnxruntime's default of one
+    thread per physical core) and onnxruntime's spinning workers, so gentwin.fast runs the peer's kernels
+    thread for thread, idle or busy. Measured on the 2-core machine busy with other work (README, "How
+    fast"): two spinning threads, onnxruntime's default there, decoded at about half the speed of one, in
+    both engines, as a waiting worker spins on a core that the caller's thread or the other work needs."""
     result = ort.SessionOptions()
+    result.intra_op_num_threads = peer_intra_op_threads()
     for key, value in options.items():
         if key in SESSION_ATTRIBUTES:
             setattr(result, SESSION_ATTRIBUTES[key], value)
@@ -141,6 +156,41 @@ def load_graph(config, provider_config) -> Graph:
     return Graph(session, Device("cpu"), chunks, pruned, windowed_layers)
 
 
+class MaskBuffer(position_inputs.PositionInputs):
+    """The shared mask and position rules, with the mask kept in one buffer per generator.
+
+    After a generator's first run every new mask column is ones (gentwin.position_inputs), so the mask
+    [R, T] is the front of a buffer [R, max_length] whose other columns hold ones: a step widens the view
+    and allocates nothing. The buffer is of the graph's mask type, so binding it converts nothing either.
+    """
+
+    def __init__(self, pad_token_id: int, batch_size: int, rows: int, max_length: int, dtype):
+        super().__init__(pad_token_id, batch_size)
+        self.buffer = np.ones((rows, max_length), dtype)                                # [R, max_length]
+
+    def next(self, input_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.mask is None:
+            mask, positions = super().next(input_ids)                                   # [R, S], [R, S]
+            self._hold(mask)
+            return self.mask, positions
+        new = input_ids.shape[1]
+        self.mask = self.buffer[:, : self.length + new]                                 # [R, T + new]
+        positions = position_inputs.next_position_ids(self.last_positions, new)         # [R, new]
+        self.last_positions = positions[:, -1]                                          # [R]
+        return self.mask, positions
+
+    def restore(self, snapshot: tuple) -> None:
+        super().restore(snapshot)
+        if self.mask is not None:
+            self._hold(self.mask)
+
+    def _hold(self, mask: np.ndarray) -> None:
+        """Make MASK [R, T] the front of the buffer, ones after it."""
+        self.buffer[:, : mask.shape[1]] = mask
+        self.buffer[:, mask.shape[1] :] = 1
+        self.mask = self.buffer[:, : mask.shape[1]]                                     # [R, T]
+
+
 class DecoderState(CachedState):
     """One generator's model inputs, IO binding and per-layer caches; `run` feeds new tokens and returns their
     logits."""
@@ -148,6 +198,8 @@ class DecoderState(CachedState):
     def __init__(self, graph: Graph, config, batch_size: int, num_beams: int, max_length: int, share_buffer: bool):
         super().__init__(graph, config, batch_size, num_beams, share_buffer)
         self.device, self.rows = graph.device, batch_size * num_beams
+        mask_type = graph.input_types.get(self.position_input_names[1], np.int64)
+        self.positions = MaskBuffer(config.pad_token_id, batch_size, self.rows, max_length, mask_type)
         self.logits_name = config.decoder.output_names["logits"]
         specs = layer_caches(config, graph, self.rows, max_length, share_buffer, self.device.name)
         self.caches = [layer_cache(spec, self.device) for spec in specs]
@@ -158,8 +210,8 @@ class DecoderState(CachedState):
         self.logits = None          # [R, S, V] the last run's logits: a view of logits_buffer
         # Outputs gentwin does not read (hidden_states, ...): onnxruntime allocates them, each run anew, as
         # their shapes follow the run's. Bound first, they lead the binding's outputs.
-        self.other_outputs = [name for name in graph.output_types
-                              if name != self.logits_name and name not in self.present_names()]
+        read = {self.logits_name, *self.present_names()}
+        self.other_outputs = [name for name in graph.output_types if name not in read]
 
     def _bind_inputs(self, input_ids: np.ndarray) -> dict:
         """Bind input_ids, attention_mask and position_ids (those the graph takes) and the extra inputs; returns
@@ -167,7 +219,7 @@ class DecoderState(CachedState):
         bound = {}
         for name, value in {**self.position_feeds(input_ids), **self.extra_inputs}.items():
             bound[name] = np.ascontiguousarray(value, dtype=self.graph.input_types.get(name, value.dtype))
-            self.device.bind_host_input(self.binding, name, bound[name])
+            self.device.bind_host_input(self.binding, name, bound[name], name not in self.graph.input_types)
         return bound
 
     def _bind_logits(self, new_tokens: int) -> None:

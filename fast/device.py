@@ -50,9 +50,15 @@ class Device:
         binding.bind_input(name, self.name, self.device_id, array.dtype, array.shape, self.address(array))
 
     @staticmethod
-    def bind_host_input(binding, name: str, array: np.ndarray) -> None:
-        """Small per-run inputs (ids, mask, positions) stay numpy; onnxruntime copies them where needed."""
-        binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+    def bind_host_input(binding, name: str, array: np.ndarray, overrides_initializer: bool = False) -> None:
+        """Small per-run inputs (ids, mask, positions, extra inputs) stay numpy; onnxruntime copies them where
+        needed. bind_cpu_input takes the array itself, in a sixth of bind_input's time (which builds a device
+        description and reads the address through ctypes on every call: 1.5 against 9 us), but it finds only
+        the graph's declared inputs, not an initializer fed in its place (a LoRA weight's default)."""
+        if overrides_initializer:
+            binding.bind_input(name, "cpu", 0, array.dtype, array.shape, array.ctypes.data)
+        else:
+            binding.bind_cpu_input(name, array)
 
     def bind_output(self, binding, name: str, array) -> None:
         binding.bind_output(name, self.name, self.device_id, array.dtype, array.shape, self.address(array))
