@@ -231,13 +231,16 @@ def test_a_bf16_chat_continued_token_by_token_equals_a_fresh_prefill(precision_m
 # --- The reference's memory: mapped weights, dequantized weights kept within a budget -------------------------
 
 
-def prompt_logits(path) -> np.ndarray:
+PROMPT = [5, 17, 33, 41, 8, 99, 12, 7, 64, 3]  # more rows than MatMulNBits sums block by block (BLOCK_SUM_ROWS)
+
+
+def prompt_logits(path, prompt=PROMPT) -> np.ndarray:
     """The logits of every position of a prompt, on a Model of its own (not the session's shared one)."""
     model = gentwin.reference.Model(str(path))
     params = gentwin.reference.GeneratorParams(model)
     params.set_search_options(max_length=16)
     generator = gentwin.reference.Generator(model, params)
-    generator.append_tokens(np.array([[5, 17, 33, 41, 8, 99]], dtype=np.int32))
+    generator.append_tokens(np.array([prompt], dtype=np.int32))
     return np.array(generator.get_output("logits"))
 
 
@@ -270,6 +273,21 @@ def test_dequantized_weights_are_kept_only_within_the_budget(precision_models, m
     recomputed = prompt_logits(path)
     assert matmul_nbits.CACHE_BUDGET.used == before
     np.testing.assert_array_equal(recomputed, kept)  # kept or not, the same bits
+
+
+def test_few_rows_summed_block_by_block_match_the_dequantized_product_to_float_rounding(precision_models, monkeypatch):
+    """A token or two (at most BLOCK_SUM_ROWS rows) over weights not kept are multiplied without dequantizing
+    them: the same sum, rounded otherwise."""
+    path = precision_models["qwen2-tied-int4"]
+    prompt = PROMPT[: matmul_nbits.BLOCK_SUM_ROWS]
+    gc.collect()
+    room = matmul_nbits.CACHE_BUDGET.used + matmul_nbits_bytes(path)
+    monkeypatch.setattr(matmul_nbits, "DEQUANTIZED_CACHE_BYTES", room)
+    dequantized = prompt_logits(path, prompt)  # all kept: dequantized once
+    monkeypatch.setattr(matmul_nbits, "DEQUANTIZED_CACHE_BYTES", 0)
+    block_sums = prompt_logits(path, prompt)
+    assert not np.array_equal(block_sums, dequantized)  # the other way was taken
+    np.testing.assert_allclose(block_sums, dequantized, rtol=0, atol=1e-5 * np.abs(dequantized).max())
 
 
 def test_slicing_the_output_columns_changes_no_more_than_float_rounding(precision_models, monkeypatch):
