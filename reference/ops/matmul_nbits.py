@@ -180,7 +180,9 @@ def dequantized_product(rows, b, scales, zero_points, bits, block_size):
 def dequantized(b, scales, zero_points, bits, block_size, K):
     """The columns b [n, k_blocks, block bytes] dequantized, (q - zero_point) * scale with scales and zero
     points [n, k_blocks]: float32 [n, K], contiguous."""
-    weights = (unpack_bits(b, bits, block_size).astype(np.float32) - zero_points[..., None]) * scales[..., None]
+    weights = unpack_bits(b, bits, block_size).astype(np.float32)  # [n, k_blocks, block_size]
+    weights -= zero_points[..., None]  # in place: a new array for each step costs more than the arithmetic
+    weights *= scales[..., None]
     return np.ascontiguousarray(weights.reshape(len(b), -1)[:, :K])  # [n, K]
 
 
