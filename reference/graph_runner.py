@@ -30,7 +30,8 @@ from gentwin.reference.ops import CONTRIB_OPS
 # A constant node's outputs are kept at load if they take at most this many bytes beyond views of its inputs
 FOLDED_BYTES = 2**20
 # Operators whose outputs differ from run to run, whatever their inputs: never folded
-RANDOM_OPERATORS = {"Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike"}
+RANDOM_OPERATORS = {"Bernoulli", "Multinomial", "RandomNormal", "RandomNormalLike", "RandomUniform",
+                    "RandomUniformLike"}
 
 
 class Gather(OpRun):

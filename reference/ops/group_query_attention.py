@@ -278,7 +278,7 @@ def keep_newest(keys, staged_lengths, resident, capacity):
     kept = np.arange(capacity) < resident[:, None]  # [B, C]
     source = np.clip(first, 0, keys.shape[2] - 1)[:, None, :, None]  # [B, 1, C, 1]
     newest = np.take_along_axis(keys, source, axis=2)  # [B, Nkv, C, D]
-    return np.where(kept[:, None, :, None], newest, 0).astype(keys.dtype)
+    return np.where(kept[:, None, :, None], newest, 0).astype(keys.dtype, copy=False)
 
 
 def windowed_past_lengths(valid_lengths, new_length):

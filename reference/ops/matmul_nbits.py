@@ -129,7 +129,7 @@ class MatMulNBits(ContribOp):
             )  # [M, N]
         if bias is not None:
             y = y + bias
-        return (y.reshape(*a.shape[:-1], N).astype(a.dtype),)  # [..., N]
+        return (y.reshape(*a.shape[:-1], N).astype(a.dtype, copy=False),)  # [..., N]
 
     def _kept_slices(self, sources, size, dequantize):
         """The kept dequantized weight slices of `sources` = (B, scales, zero_points): the kept list while they
@@ -155,7 +155,7 @@ def column_slices(N, K):
 def block_sum_product(rows, b, scales, zero_points, bits, block_size):
     """rows [M, K] times the columns b [n, k_blocks, block bytes] stand for, summed block by block -> [M, n]:
 
-        y[m, n] = sum over blocks c of  scale[n, c] * (sum_j a[m, c, j] * q[n, c, j]  -  zero_point[n, c] * sum_j a[m, c, j])
+        y[m, n] = sum over blocks c of scale[n, c] * (sum_j a[m, c, j] * q[n, c, j] - zero_point[n, c] * sum_j a[m, c, j])
 
     which is sum_k a[m, k] * (q[n, k] - zero_point) * scale with each block's scale and zero point taken out of
     its sum, so that only the quantized values q are widened to float32."""
