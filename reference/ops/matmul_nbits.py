@@ -1,8 +1,5 @@
 """com.microsoft MatMulNBits: Y = A @ dequantize(B) + bias with B quantized block-wise along K to n bits."""
 
-import threading
-import weakref
-
 import numpy as np
 
 from .contrib_op import ContribOp
@@ -16,30 +13,6 @@ INT8_MAX = np.float32(127)
 BLOCK_SUM_ROWS = 8
 # The float32 bytes of one slice of output columns of B (at least one column), unpacked and multiplied at a time
 SLICE_BYTES = 8 * 2**20
-# Dequantized float32 weights (8x the bytes of 4-bit ones) kept for reuse, in all kernels of the process together
-DEQUANTIZED_CACHE_BYTES = 96 * 2**20
-
-
-class CacheBudget:
-    """The bytes of dequantized weights that MatMulNBits kernels may keep, shared by all of them."""
-
-    def __init__(self):
-        self.used, self._lock = 0, threading.Lock()
-
-    def reserve(self, size: int) -> bool:
-        """Take SIZE bytes if they fit in DEQUANTIZED_CACHE_BYTES, and say whether they did."""
-        with self._lock:
-            if self.used + size > DEQUANTIZED_CACHE_BYTES:
-                return False
-            self.used += size
-            return True
-
-    def release(self, size: int) -> None:
-        with self._lock:
-            self.used -= size
-
-
-CACHE_BUDGET = CacheBudget()
 
 
 class MatMulNBits(ContribOp):
@@ -56,19 +29,17 @@ class MatMulNBits(ContribOp):
     differs (relative error ~1e-6). onnxruntime takes that path only when B is a constant initializer it
     can prepack (always so in exported models; a B fed as a graph input is multiplied in float32).
 
-    Memory. B is read a slice of output columns at a time (SLICE_BYTES of float32 at most; one slice for
-    the matrices of small models). B is an initializer, so its dequantized float32 slices are kept for the
-    next calls (keyed on the identity of the B, scales and zero_points arrays) while the process's kept
-    weights fit in DEQUANTIZED_CACHE_BYTES, first come first served: a small model keeps all of them and
-    multiplies at float32 speed, while a large one keeps those of its first layers and leaves the others
-    packed, so that its memory stays near the size of its packed weights (8 times less than float32 for
-    4 bits). A kept weight gives its bytes back when its kernel is freed. A slice that is not kept is
-    multiplied in one of two ways that compute the same sum:
+    Memory. B stays packed: never more than a slice of it (SLICE_BYTES of float32) is widened at a time, so
+    the kernel's memory stays near the size of the packed weights (8 times less than float32 for 4 bits).
+    Like onnxruntime, the kernel prepacks B once, on its first call, into the layout it reads fastest: the
+    same bytes with the output columns last, [k_blocks, block bytes, N] (`columns_last`), kept while the
+    same B array comes back. A slice of columns is then multiplied in one of two ways that compute the same
+    sum:
     - few rows (token generation, BLOCK_SUM_ROWS): per block, the dot products of A's values with B's
       quantized values, then each block's zero point and scale applied to those sums (block_sum_product):
       B is never dequantized, only its n-bit values widened to float32;
-    - many rows (a prompt): dequantized, then multiplied with all rows at once (dequantized_product), as a
-      kept slice is.
+    - many rows (a prompt): dequantized to float32 [K, columns], then multiplied with all rows at once
+      (dequantized_product), the widening and scaling paid once for many rows.
     The two differ by float rounding only (relative ~1e-6).
     """
 
@@ -81,8 +52,7 @@ class MatMulNBits(ContribOp):
 
     def __init__(self, onnx_node, run_params):
         super().__init__(onnx_node, run_params)
-        self._kept = None  # ((B, scales, zero_points) they were dequantized from, the weight slices)
-        self._release = None  # gives the kept slices' bytes back to CACHE_BUDGET
+        self._prepacked = None  # (the B array, its bytes with the columns last)
 
     def _run(
         self,
@@ -105,45 +75,26 @@ class MatMulNBits(ContribOp):
         int8_path = accuracy_level == INT8_ACCURACY_LEVEL and not float_zero_points
         if int8_path:
             rows = int8_rounded(rows, block_size)  # [M, K]
-        parts = column_slices(N, K)
-
-        def block_parameters():  # each block's scale and zero point, [N, k_blocks] x2
-            block_count = b.shape[1]
-            return scales.reshape(N, block_count), block_zero_points(zero_points, N, bits, block_count)
-
-        def dequantize_all():
-            block_scales, zero_point_values = block_parameters()
-            return [dequantized(b[part], block_scales[part], zero_point_values[part], bits, block_size, K)
-                    for part in parts]
-
-        kept = self._kept_slices((b, scales, zero_points), 4 * K * N, dequantize_all)  # each [columns, K], or None
-        if kept is not None:
-            y = np.concatenate([rows @ weights.T for weights in kept], axis=1)  # [M, N]
-        else:
-            block_scales, zero_point_values = block_parameters()
-            product = block_sum_product if len(rows) <= BLOCK_SUM_ROWS else dequantized_product
-            y = np.concatenate(
-                [product(rows, b[part], block_scales[part], zero_point_values[part], bits, block_size)
-                 for part in parts],
-                axis=1,
-            )  # [M, N]
+        packed = self._columns_last(b)  # [k_blocks, block bytes, N]
+        block_count = b.shape[1]
+        block_scales = scales.reshape(N, block_count).T  # [k_blocks, N]
+        block_zeros = block_zero_points(zero_points, N, bits, block_count).T  # [k_blocks, N]
+        product = block_sum_product if len(rows) <= BLOCK_SUM_ROWS else dequantized_product
+        y = np.concatenate(
+            [product(rows, packed[..., part], block_scales[:, part], block_zeros[:, part], bits, block_size)
+             for part in column_slices(N, K)],
+            axis=1,
+        )  # [M, N]
         if bias is not None:
             y = y + bias
         return (y.reshape(*a.shape[:-1], N).astype(a.dtype, copy=False),)  # [..., N]
 
-    def _kept_slices(self, sources, size, dequantize):
-        """The kept dequantized weight slices of `sources` = (B, scales, zero_points): the kept list while they
-        are the same arrays, else DEQUANTIZE() kept if the budget takes its SIZE bytes, else None."""
-        if self._kept is not None and all(x is y for x, y in zip(self._kept[0], sources)):
-            return self._kept[1]
-        if self._release is not None:
-            self._release()
-            self._kept, self._release = None, None
-        if not CACHE_BUDGET.reserve(size):
-            return None
-        self._kept = sources, dequantize()
-        self._release = weakref.finalize(self, CACHE_BUDGET.release, size)
-        return self._kept[1]
+    def _columns_last(self, b):
+        """B [N, k_blocks, block bytes] as [k_blocks, block bytes, N]: made on the first call, then kept while
+        the same array comes back (B is an initializer)."""
+        if self._prepacked is None or self._prepacked[0] is not b:
+            self._prepacked = b, np.ascontiguousarray(b.transpose(1, 2, 0))
+        return self._prepacked[1]
 
 
 def column_slices(N, K):
@@ -152,38 +103,32 @@ def column_slices(N, K):
     return [slice(start, min(start + columns, N)) for start in range(0, N, columns)]
 
 
-def block_sum_product(rows, b, scales, zero_points, bits, block_size):
-    """rows [M, K] times the columns b [n, k_blocks, block bytes] stand for, summed block by block -> [M, n]:
+def block_sum_product(rows, packed, scales, zero_points, bits, block_size):
+    """rows [M, K] times the columns packed [k_blocks, block bytes, n] holds, summed block by block -> [M, n]:
 
-        y[m, n] = sum over blocks c of scale[n, c] * (sum_j a[m, c, j] * q[n, c, j] - zero_point[n, c] * sum_j a[m, c, j])
+        y[m, n] = sum over blocks c of scale[c, n] * (sum_j a[m, c, j] q[c, j, n] - zero_point[c, n] sum_j a[m, c, j])
 
-    which is sum_k a[m, k] * (q[n, k] - zero_point) * scale with each block's scale and zero point taken out of
+    which is sum_k a[m, k] * (q[k, n] - zero_point) * scale with each block's scale and zero point taken out of
     its sum, so that only the quantized values q are widened to float32."""
-    block_count = b.shape[1]
-    a_blocks = blocks_of(rows, block_count, block_size).transpose(1, 2, 0)  # [k_blocks, block_size, M]
+    a_blocks = blocks_of(rows, len(packed), block_size).transpose(1, 0, 2)  # [k_blocks, M, block_size]
     values_per_byte = 8 // bits
     sums = 0
     # the values at one bit position of every byte are the weights j = position, position + values_per_byte, ...
-    # of each block: widened to float32 in one pass and multiplied with those rows of the A blocks
-    for position, quantized in enumerate(bit_positions(b, bits)):  # each [n, k_blocks, block bytes]
-        weights = quantized.astype(np.float32).transpose(1, 0, 2)  # [k_blocks, n, block bytes]
-        sums = sums + weights @ a_blocks[:, position::values_per_byte]  # [k_blocks, n, M]
-    centred = sums - zero_points.T[:, :, None] * a_blocks.sum(axis=1)[:, None, :]  # [k_blocks, n, M]
-    return np.einsum("bnm,nb->mn", centred, scales)  # [M, n]
+    # of each block: widened to float32 in one pass and multiplied with those columns of the A blocks
+    for position, quantized in enumerate(bit_positions(packed, bits)):  # each [k_blocks, block bytes, n]
+        sums = sums + a_blocks[:, :, position::values_per_byte] @ quantized.astype(np.float32)  # [k_blocks, M, n]
+    centred = sums - zero_points[:, None, :] * a_blocks.sum(axis=2)[:, :, None]  # [k_blocks, M, n]
+    return np.einsum("cmn,cn->mn", centred, scales)  # [M, n]
 
 
-def dequantized_product(rows, b, scales, zero_points, bits, block_size):
-    """rows [M, K] @ dequantize(b)^T for the columns b [n, k_blocks, block bytes] -> [M, n]."""
-    return rows @ dequantized(b, scales, zero_points, bits, block_size, rows.shape[1]).T  # [M, n]
-
-
-def dequantized(b, scales, zero_points, bits, block_size, K):
-    """The columns b [n, k_blocks, block bytes] dequantized, (q - zero_point) * scale with scales and zero
-    points [n, k_blocks]: float32 [n, K], contiguous."""
-    weights = unpack_bits(b, bits, block_size).astype(np.float32)  # [n, k_blocks, block_size]
-    weights -= zero_points[..., None]  # in place: a new array for each step costs more than the arithmetic
-    weights *= scales[..., None]
-    return np.ascontiguousarray(weights.reshape(len(b), -1)[:, :K])  # [n, K]
+def dequantized_product(rows, packed, scales, zero_points, bits, block_size):
+    """rows [M, K] @ dequantize(B) for the columns that packed [k_blocks, block bytes, n] holds -> [M, n]."""
+    block_count, _, columns = packed.shape
+    weights = np.stack(bit_positions(packed, bits), axis=2).astype(np.float32)  # [k_blocks, bytes, 8 / bits, n]
+    weights = weights.reshape(block_count, block_size, columns)  # weight j of a block: byte j // (8 / bits)
+    weights -= zero_points[:, None, :]  # in place: a new array for each step costs more than the arithmetic
+    weights *= scales[:, None, :]
+    return rows @ weights.reshape(-1, columns)[: rows.shape[1]]  # [M, n]
 
 
 def blocks_of(rows, block_count, block_size):
