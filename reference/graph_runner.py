@@ -4,10 +4,11 @@ onnx's ReferenceEvaluator builds a kernel for every node (onnx's own for the sta
 for the com.microsoft ones: gentwin/reference/ops) and then, at every run, interprets the graph: it checks each
 node's inputs by name, logs, and keeps every value until the run ends. `GraphRunner` keeps those kernels and
 does the rest once, at load:
-- constant folding: a node whose inputs are all initializers (a Constant, the Transpose of a tied embedding,
-  the Reshape of a packed weight) runs once, and its outputs become initializers, if they are views of its
-  inputs or small (FOLDED_BYTES): a node that would widen a quantized weight to float32 (a DequantizeLinear)
-  keeps running at every run, so that the weights stay as compact as the file has them;
+- constant folding: a node whose inputs are all initializers, none the default of a graph input (a Constant,
+  the Transpose of a tied embedding, the Reshape of a packed weight), runs once, and its outputs become
+  initializers, if they are views of its inputs or small (FOLDED_BYTES): a node that would widen a quantized
+  weight to float32 (a DequantizeLinear) keeps running at every run, so that the weights stay as compact as
+  the file has them;
 - the schedule: each remaining node becomes a Step that names the values it reads and writes and the values it
   is the last to read, which the run drops after it, so that a prompt's activations do not pile up;
 - Gather (the token embedding) picks rows by numpy indexing, which reads a transposed table where it lies;
@@ -63,6 +64,7 @@ class GraphRunner:
         evaluator = ReferenceEvaluator(proto, new_ops=[*CONTRIB_OPS, Gather])
         self.output_names = [value.name for value in proto.graph.output]
         self.constants = {"": None, **evaluator.rt_inits_, **weights}  # "": an omitted optional input
+        self.fed_names = {value.name for value in proto.graph.input}  # an initializer named so is a default
         nodes = [(kernel, node_reads(node)) for kernel, node in zip(evaluator.rt_nodes_, proto.graph.node)]
         running = [(kernel, reads) for kernel, reads in nodes if not self._folded(kernel, reads)]
         self.steps = schedule(running, set(self.constants), self.output_names)
@@ -71,7 +73,7 @@ class GraphRunner:
         """Run KERNEL now if all it reads is constant and keep its outputs if they are small or views; say so."""
         if kernel.need_context() or kernel.op_type in RANDOM_OPERATORS:
             return False
-        if not all(name in self.constants for name in reads):
+        if not all(name in self.constants and name not in self.fed_names for name in reads):
             return False
         inputs = [self.constants[name] for name in kernel.input]
         outputs = kernel.run(*inputs)

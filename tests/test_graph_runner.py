@@ -68,6 +68,18 @@ def test_a_constant_node_whose_output_would_be_large_keeps_running_at_every_run(
     np.testing.assert_array_equal(actual[1], expected[1])
 
 
+def test_a_node_reading_an_initializer_that_a_feed_may_override_is_not_folded():
+    """An initializer named like a graph input is only that input's default value."""
+    model = tied_embedding_model()
+    model.graph.input.append(helper.make_tensor_value_info("lm_head", TensorProto.FLOAT, [HIDDEN, VOCAB]))
+    fed = np.ones((HIDDEN, VOCAB), np.float32)
+    feeds = {"input_ids": np.array([[1, 2]], np.int64), "lm_head": fed}
+    expected, actual, runner = both(model, feeds)
+    assert "Transpose" in [step.kernel.op_type for step in runner.steps]
+    np.testing.assert_array_equal(actual[0], expected[0])
+    np.testing.assert_array_equal(actual[0], np.full((1, 2, VOCAB), 2.0 * HIDDEN, np.float32))
+
+
 def test_random_nodes_are_never_folded():
     noise = helper.make_node("RandomUniform", [], ["noise"], shape=[4], dtype=TensorProto.FLOAT)
     runner = GraphRunner(tied_embedding_model([noise], outputs=("logits", "noise")), {})
