@@ -27,6 +27,7 @@ from gentwin.decoder_state import CachedState, layer_caches
 from gentwin.errors import GentwinError
 from gentwin.fast.device import Device
 from gentwin.fast.kv_cache import layer_cache
+from gentwin.threads import peer_intra_op_threads
 
 # The peer's provider names (Config.append_provider) and onnxruntime's.
 PROVIDERS = {"cpu": "CPUExecutionProvider", "rocm": "ROCMExecutionProvider", **devices.DEVICE_PROVIDERS}
@@ -55,12 +56,6 @@ EXTERNAL_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
 NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
                "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(bool)": np.bool_,
                "tensor(uint8)": np.uint8, "tensor(int8)": np.int8}
-
-
-def peer_intra_op_threads() -> int:
-    """The peer's intra-op thread count when genai_config.json sets none (CreateSessionOptionsFromConfig):
-    half the logical CPUs, 1 to 16, as if every core ran two hardware threads."""
-    return max(1, min(16, (os.cpu_count() or 1) // 2))
 
 
 def session_options(options: dict) -> ort.SessionOptions:
@@ -198,8 +193,9 @@ class DecoderState(CachedState):
     def __init__(self, graph: Graph, config, batch_size: int, num_beams: int, max_length: int, share_buffer: bool):
         super().__init__(graph, config, batch_size, num_beams, share_buffer)
         self.device, self.rows = graph.device, batch_size * num_beams
-        mask_type = graph.input_types.get(self.position_input_names[1], np.int64)
-        self.positions = MaskBuffer(config.pad_token_id, batch_size, self.rows, max_length, mask_type)
+        if type(self.positions) is position_inputs.PositionInputs:  # not the multimodal rules' [3, R, S] positions
+            mask_type = graph.input_types.get(self.position_input_names[2], np.int64)
+            self.positions = MaskBuffer(config.pad_token_id, batch_size, self.rows, max_length, mask_type)
         self.logits_name = config.decoder.output_names["logits"]
         specs = layer_caches(config, graph, self.rows, max_length, share_buffer, self.device.name)
         self.caches = [layer_cache(spec, self.device) for spec in specs]

@@ -181,7 +181,7 @@ def competing_load(condition: str):
 
 def measure_model(model_dir: Path, engines: list[str], rounds: int, prompt_length: int, new_tokens: int) -> list[dict]:
     """One row per condition and engine label: medians of ROUNDS alternating generations, and peak RSS."""
-    from gentwin.fast.decoder import peer_intra_op_threads
+    from gentwin.threads import peer_intra_op_threads
 
     all_threads = os.cpu_count() or 1
     with contextlib.ExitStack() as stack:

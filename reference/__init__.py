@@ -2,8 +2,9 @@
 
     import gentwin.reference as og   # instead of: import onnxruntime_genai as og
 
-No onnxruntime anywhere: the decoder graph runs in onnx's ReferenceEvaluator with gentwin's own numpy
-kernels for the com.microsoft operators (gentwin/reference/ops), the KV cache is explicit numpy arrays
+No onnxruntime anywhere: the decoder graph runs on onnx's reference kernels (onnx.reference) and gentwin's own
+numpy kernels for the com.microsoft operators (gentwin/reference/ops), in an order prepared once at load
+(graph_runner.py: constants folded, dead values dropped), the KV cache is explicit numpy arrays
 (kv_cache.py), and the search is written out (search.py); LoRA adapter files are read by gentwin's own
 FlatBuffer reader (gentwin/adapters.py). Execution providers are accepted and ignored: the reference
 always runs on the CPU, and is_cuda_available() and the other device checks say False.

@@ -1,4 +1,5 @@
-"""The decoder graph in numpy: model.onnx run by onnx's ReferenceEvaluator with gentwin's contrib kernels.
+"""The decoder graph in numpy: model.onnx's nodes run by onnx's reference kernels and gentwin's contrib kernels,
+in the order gentwin.reference.graph_runner prepared at load.
 
 `load_graph` reads the model once per Model; `DecoderState` is one generator's view of it: the attention
 mask and positions so far, the KV cache, and the outputs of the last run.
@@ -10,7 +11,6 @@ import os
 
 import numpy as np
 import onnx
-from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import RuntimeContextError
 from onnx.reference.ops import load_op
 
@@ -19,8 +19,11 @@ from gentwin.config import ConfigError
 from gentwin.decoder_state import CachedState, layer_caches
 from gentwin.errors import GentwinError
 from gentwin.graph_inputs import declared_shape
+from gentwin.reference.blas_threads import BLAS_THREADS
+from gentwin.reference.graph_runner import GraphRunner
 from gentwin.reference.kv_cache import layer_cache
 from gentwin.reference.ops import CONTRIB_OPS
+from gentwin.threads import peer_intra_op_threads
 
 
 class UnsupportedOperatorError(GentwinError):
@@ -73,12 +76,14 @@ def check_supported(proto: onnx.ModelProto, path: str) -> None:
 
 
 class Graph:
-    """model.onnx, loaded and checked once; `run` evaluates it on one set of feeds."""
+    """model.onnx, loaded and checked once; `run` evaluates it on one set of feeds, on as many BLAS threads as
+    the peer's session would take (gentwin.reference.blas_threads)."""
 
-    def __init__(self, proto: onnx.ModelProto, weights: dict, windowed_layers: frozenset[int]):
-        self.evaluator = ReferenceEvaluator(proto, new_ops=CONTRIB_OPS)
+    def __init__(self, proto: onnx.ModelProto, weights: dict, windowed_layers: frozenset[int], threads: int):
+        self.weights = weights  # the initializers held outside PROTO (see map_external_weights)
+        self.runner = GraphRunner(proto, weights)
         self.windowed_layers = windowed_layers  # see model_check.windowed_attention_layers
-        self.weights = weights  # the initializers held outside PROTO (see map_external_weights), fed every run
+        self.threads = threads
         self.takes_chunks_over_past = position_inputs.takes_chunks_over_past(proto.graph)
         self.input_types = {value.name: onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
                             for value in proto.graph.input}
@@ -92,8 +97,8 @@ class Graph:
     def run(self, feeds: dict) -> dict:
         """Evaluate the graph on FEEDS, already of the types it declares (see typed)."""
         # Builder-written masks add float32's lowest value to itself on purpose, giving -inf.
-        with np.errstate(over="ignore"):
-            return dict(zip(self.output_names, self.evaluator.run(None, {**self.weights, **feeds})))
+        with np.errstate(over="ignore"), BLAS_THREADS.limited_to(self.threads):
+            return dict(zip(self.output_names, self.runner.run(feeds)))
 
 
 def load_graph(config, _provider_config=None) -> Graph:
@@ -108,7 +113,7 @@ def load_graph(config, _provider_config=None) -> Graph:
         weights = map_external_weights(proto, os.path.dirname(path))
     except Exception as error:  # a missing, short or unreadable data file
         raise ConfigError(f"cannot load {path}: {error}") from error
-    return Graph(proto, weights, windowed_layers)
+    return Graph(proto, weights, windowed_layers, peer_intra_op_threads(config.decoder.session_options))
 
 
 def map_external_weights(proto: onnx.ModelProto, folder: str) -> dict:

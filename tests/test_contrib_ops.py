@@ -360,7 +360,7 @@ def run_matmul_nbits(inputs, K, N, block_size, bits=4, accuracy_level=0):
 @pytest.mark.parametrize("accuracy_level", [0, 4])
 @pytest.mark.parametrize("block_size", [16, 32, 64, 128])
 @pytest.mark.parametrize("zero_points", ["none", "packed"])
-@pytest.mark.parametrize("rows", [1, 5])
+@pytest.mark.parametrize("rows", [1, 5, 12])  # 12: more rows than the kernel sums block by block (BLOCK_SUM_ROWS)
 def test_matmul_nbits(accuracy_level, block_size, zero_points, rows):
     """Both levels match to float32 summation noise, so the usual tolerance applies. At level 4 that
     holds only because the kernel quantizes A exactly as MLAS does (measured on an AVX-512 VNNI CPU);
@@ -381,10 +381,11 @@ def test_matmul_nbits(accuracy_level, block_size, zero_points, rows):
     ],
     ids=["ragged_K", "bits2", "bits8", "float_zero_points"],
 )
-def test_matmul_nbits_variants(accuracy_level, case):
+@pytest.mark.parametrize("rows", [3, 12])
+def test_matmul_nbits_variants(accuracy_level, case, rows):
     shape = {k: case[k] for k in ("K", "N", "block_size")}
     bits, zero_points = case.get("bits", 4), case.get("zero_points", "packed")
-    inputs = matmul_nbits_inputs(np.random.default_rng(11), 3, **shape, bits=bits, zero_points=zero_points)
+    inputs = matmul_nbits_inputs(np.random.default_rng(11), rows, **shape, bits=bits, zero_points=zero_points)
     expected, actual = run_matmul_nbits(inputs, **shape, bits=bits, accuracy_level=accuracy_level)
     # 8-bit weights make outputs ~16x larger, so the float32 noise is larger in absolute terms
     assert_outputs_match(expected, actual, atol=ATOL * (16 if bits == 8 else 1))

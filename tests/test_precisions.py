@@ -17,7 +17,6 @@ fresh prefill of the same history, bf16 logits against the peer's on the fp32 mo
 from __future__ import annotations
 
 import functools
-import gc
 
 import numpy as np
 import onnx
@@ -230,48 +229,48 @@ def test_a_bf16_chat_continued_token_by_token_equals_a_fresh_prefill(precision_m
     assert continued.argmax() == fresh.argmax()
 
 
-# --- The reference's memory: mapped weights, dequantized weights kept within a budget -------------------------
+# --- The reference's memory: mapped weights, MatMulNBits weights kept packed ---------------------------------
 
 
-def prompt_logits(path) -> np.ndarray:
+PROMPT = [5, 17, 33, 41, 8, 99, 12, 7, 64, 3]
+
+
+def prompt_logits(path, prompt=PROMPT) -> np.ndarray:
     """The logits of every position of a prompt, on a Model of its own (not the session's shared one)."""
     model = gentwin.reference.Model(str(path))
     params = gentwin.reference.GeneratorParams(model)
     params.set_search_options(max_length=16)
     generator = gentwin.reference.Generator(model, params)
-    generator.append_tokens(np.array([[5, 17, 33, 41, 8, 99]], dtype=np.int32))
+    generator.append_tokens(np.array([prompt], dtype=np.int32))
     return np.array(generator.get_output("logits"))
 
 
-def matmul_nbits_bytes(path) -> int:
-    """What the model's MatMulNBits weights take dequantized to float32: 4 * K * N each."""
-    proto = onnx.load(str(path / "model.onnx"), load_external_data=False)
-    attributes = [{a.name: a.i for a in node.attribute} for node in proto.graph.node if node.op_type == "MatMulNBits"]
-    return sum(4 * a["K"] * a["N"] for a in attributes)
+def test_matmul_nbits_keeps_its_weights_packed(precision_models):
+    """After a prompt and a token, each MatMulNBits kernel holds its B once more, prepacked, in as many bytes
+    as the file has: no float32 copy of the weights is kept."""
+    model = gentwin.reference.Model(str(precision_models["qwen2-tied-int4"]))
+    generator = gentwin.reference.Generator(model, gentwin.reference.GeneratorParams(model))
+    generator.append_tokens(np.array([PROMPT], dtype=np.int32))
+    generator.generate_next_token()
+    runner = model.graph.runner
+    kernels = [step for step in runner.steps if step.kernel.op_type == "MatMulNBits"]
+    assert kernels
+    for step in kernels:
+        weight, prepacked = step.kernel._prepacked
+        assert weight is runner.constants[step.inputs[1]]
+        assert prepacked.dtype == np.uint8 and prepacked.nbytes == weight.nbytes
 
 
-def test_dequantized_weights_are_kept_only_within_the_budget(precision_models, monkeypatch):
+def test_few_rows_summed_block_by_block_match_the_dequantized_product_to_float_rounding(precision_models, monkeypatch):
+    """A token or a few (at most BLOCK_SUM_ROWS rows) are multiplied without dequantizing the weights: the
+    same sum as a prompt's dequantized product, rounded otherwise."""
     path = precision_models["qwen2-tied-int4"]
-    monkeypatch.setattr(matmul_nbits, "SLICE_BYTES", 4 * 48 * 100)  # slices of 100 columns: the LM head has 10
-    gc.collect()
-    before = matmul_nbits.CACHE_BUDGET.used
-    kept = prompt_logits(path)
-    gc.collect()
-    assert matmul_nbits.CACHE_BUDGET.used == before  # the model is gone: its weights gave their bytes back
-
-    monkeypatch.setattr(matmul_nbits, "DEQUANTIZED_CACHE_BYTES", before + matmul_nbits_bytes(path))
-    model = gentwin.reference.Model(str(path))
-    params = gentwin.reference.GeneratorParams(model)
-    generator = gentwin.reference.Generator(model, params)
-    generator.append_tokens(np.array([[5, 17]], dtype=np.int32))
-    assert matmul_nbits.CACHE_BUDGET.used == before + matmul_nbits_bytes(path)  # all of them fit: all are kept
-    del generator, params, model
-    gc.collect()
-
-    monkeypatch.setattr(matmul_nbits, "DEQUANTIZED_CACHE_BYTES", before)  # no room: dequantized at every call
-    recomputed = prompt_logits(path)
-    assert matmul_nbits.CACHE_BUDGET.used == before
-    np.testing.assert_array_equal(recomputed, kept)  # kept or not, the same bits
+    monkeypatch.setattr(matmul_nbits, "BLOCK_SUM_ROWS", 0)
+    dequantized = prompt_logits(path)
+    monkeypatch.setattr(matmul_nbits, "BLOCK_SUM_ROWS", len(PROMPT))
+    block_sums = prompt_logits(path)
+    assert not np.array_equal(block_sums, dequantized)  # the other way was taken
+    np.testing.assert_allclose(block_sums, dequantized, rtol=0, atol=1e-5 * np.abs(dequantized).max())
 
 
 def test_slicing_the_output_columns_changes_no_more_than_float_rounding(precision_models, monkeypatch):

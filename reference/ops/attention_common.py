@@ -39,7 +39,7 @@ def apply_rotary(x, cos, sin, interleaved):
     else:
         first, second = rotated[..., : rotary_dim // 2], rotated[..., rotary_dim // 2 :]  # [..., R/2] each
         rotated = np.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)  # [..., R]
-    return np.concatenate([rotated, passed], axis=-1).astype(x.dtype)  # [..., D]
+    return np.concatenate([rotated, passed], axis=-1).astype(x.dtype, copy=False)  # [..., D]
 
 
 def causal_mask(query_positions, key_length, window=-1):
@@ -97,7 +97,7 @@ def attend(query, key, value, scale, bias=None, softcap=0.0, sink=None):
         scores = np.float32(softcap) * np.tanh(scores / np.float32(softcap))
     if bias is not None:
         scores = scores + bias
-    return np.matmul(softmax(scores, sink), value).astype(query.dtype)  # [B, N, S, Dv]
+    return np.matmul(softmax(scores, sink), value).astype(query.dtype, copy=False)  # [B, N, S, Dv]
 
 
 def attend_masked(op_type, query, key, value, scale, mask, unidirectional, mask_filter_value, attention_bias):

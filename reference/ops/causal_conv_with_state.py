@@ -71,7 +71,7 @@ def depthwise_causal_conv(stream, kernels, bias, dilation, length):
 
 def silu(x):
     """x * sigmoid(x), written as onnxruntime's loop writes it: x / (1 + expf(-x)), with the C library's expf."""
-    return (x / (1 + expf(-x).reshape(x.shape))).astype(x.dtype)
+    return (x / (1 + expf(-x).reshape(x.shape))).astype(x.dtype, copy=False)
 
 
 def channels_first(x):

@@ -39,4 +39,4 @@ class EmbedLayerNormalization(ContribOp):
             mask_index = np.zeros(batch, np.int32)
         else:
             mask_index = np.count_nonzero(mask == 1, axis=-1).astype(np.int32)  # [B]
-        return self.outputs(output.astype(word_embedding.dtype), mask_index, embedding_sum)
+        return self.outputs(output.astype(word_embedding.dtype, copy=False), mask_index, embedding_sum)

@@ -16,11 +16,11 @@ class FastGelu(ContribOp):
         if bias is not None:
             x = x + bias
         inner = x * (SQRT_2_OVER_PI + CUBIC_COEFFICIENT * x * x)
-        return ((np.float32(0.5) * x * (1 + np.tanh(inner))).astype(x.dtype),)
+        return ((np.float32(0.5) * x * (1 + np.tanh(inner))).astype(x.dtype, copy=False),)
 
 
 class QuickGelu(ContribOp):
     """Y = X * sigmoid(alpha * X), the sigmoid approximation of GELU (alpha = 1.702)."""
 
     def _run(self, x, alpha=1.702):
-        return ((x / (1 + np.exp(-np.float32(alpha) * x))).astype(x.dtype),)
+        return ((x / (1 + np.exp(-np.float32(alpha) * x))).astype(x.dtype, copy=False),)

@@ -191,8 +191,10 @@ class GroupQueryAttention(ContribOp):
 
 def full_cache(past_key, past_value, k, v, past_lengths, positions, total_length):
     """The keys and values to attend, each slot's absolute position being its index, and the presents:
-    both are the past's valid slots with the new tokens after them -> (keys, values, first key
-    positions [B] (zeros), present_key, present_value), keys and presents [B, Nkv, P, D]."""
+    both are the past's valid slots with the new tokens after them -> (keys, values [B, Nkv, K, D], first
+    key positions [B] (zeros), present_key, present_value [B, Nkv, P, D]). The keys stop after the last new
+    token's slot (K = its position + 1): no query attends a later one, however many slots a shared
+    max_length buffer holds."""
     cache_length = 0 if past_key is None else past_key.shape[2]
     present_length = max(total_length, cache_length)
     if positions.max() >= present_length:
@@ -202,7 +204,9 @@ def full_cache(past_key, past_value, k, v, past_lengths, positions, total_length
         )
     present_key = write_cache(past_key, k, past_lengths, present_length)  # [B, Nkv, P, D]
     present_value = write_cache(past_value, v, past_lengths, present_length)  # [B, Nkv, P, D]
-    return present_key, present_value, np.zeros_like(past_lengths), present_key, present_value
+    attended = int(positions.max()) + 1  # K
+    keys, values = present_key[:, :, :attended], present_value[:, :, :attended]  # [B, Nkv, K, D] x2
+    return keys, values, np.zeros_like(past_lengths), present_key, present_value
 
 
 def windowed_cache(past_key, past_value, k, v, past_lengths, valid_lengths, window):
@@ -228,9 +232,8 @@ def write_cache(past, new, past_lengths, length):
     batch, heads, new_length, head_size = new.shape
     present = np.zeros((batch, heads, length, head_size), new.dtype)  # [B, Nkv, length, D]
     if past is not None:
-        copied = min(past.shape[2], length)
-        kept = np.arange(copied) < past_lengths[:, None]  # [B, copied]
-        present[:, :, :copied] = np.where(kept[:, None, :, None], past[:, :, :copied], 0)
+        for row, kept in enumerate(np.clip(past_lengths, 0, min(past.shape[2], length))):
+            present[row, :, :kept] = past[row, :, :kept]  # only the valid slots: a long buffer's others stay zero
     rows = np.arange(batch)[:, None]  # [B, 1]
     slots = past_lengths[:, None] + np.arange(new_length)  # [B, S]
     present[rows, :, slots] = new.transpose(0, 2, 1, 3)  # indexed view is [B, S, Nkv, D]
@@ -278,7 +281,7 @@ def keep_newest(keys, staged_lengths, resident, capacity):
     kept = np.arange(capacity) < resident[:, None]  # [B, C]
     source = np.clip(first, 0, keys.shape[2] - 1)[:, None, :, None]  # [B, 1, C, 1]
     newest = np.take_along_axis(keys, source, axis=2)  # [B, Nkv, C, D]
-    return np.where(kept[:, None, :, None], newest, 0).astype(keys.dtype)
+    return np.where(kept[:, None, :, None], newest, 0).astype(keys.dtype, copy=False)
 
 
 def windowed_past_lengths(valid_lengths, new_length):

@@ -35,7 +35,7 @@ class SimplifiedLayerNormalization(ContribOp):
     def _run(self, x, scale, axis=-1, epsilon=1e-5, stash_type=1):
         axes = tuple(range(axis % x.ndim, x.ndim))
         y, inv_std_var = rms_norm(x, scale, epsilon, axes)
-        return self.outputs(y.astype(x.dtype), inv_std_var)
+        return self.outputs(y.astype(x.dtype, copy=False), inv_std_var)
 
 
 class SkipSimplifiedLayerNormalization(ContribOp):
@@ -46,7 +46,7 @@ class SkipSimplifiedLayerNormalization(ContribOp):
     def _run(self, x, skip, gamma, bias=None, epsilon=1e-12):
         total = x + skip if bias is None else x + skip + bias  # skip may be [B, S, H], [1, S, H] or [S, H]
         y, _ = rms_norm(total, gamma, epsilon)
-        return self.outputs(y.astype(x.dtype), None, None, total)
+        return self.outputs(y.astype(x.dtype, copy=False), None, None, total)
 
 
 class SkipLayerNormalization(ContribOp):
@@ -56,7 +56,7 @@ class SkipLayerNormalization(ContribOp):
 
     def _run(self, x, skip, gamma, beta=None, bias=None, epsilon=1e-12):
         total = x + skip if bias is None else x + skip + bias  # skip may be [B, S, H], [1, S, H] or [S, H]
-        return self.outputs(layer_norm(total, gamma, beta, epsilon).astype(x.dtype), None, None, total)
+        return self.outputs(layer_norm(total, gamma, beta, epsilon).astype(x.dtype, copy=False), None, None, total)
 
 
 
