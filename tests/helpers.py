@@ -34,6 +34,14 @@ def new_generator(module, folder, prompt, **options):
     return generator
 
 
+def finished_sequences(generator, rows: int = 1, count: int | None = None) -> list[list[int]]:
+    """Generate until GENERATOR is done (or COUNT more tokens); every row's sequence."""
+    while not generator.is_done() and (count is None or count > 0):
+        generator.generate_next_token()
+        count = None if count is None else count - 1
+    return [[int(token) for token in generator.get_sequence(row)] for row in range(rows)]
+
+
 def loaded_adapters(og, model, files: dict[str, str]):
     """OG's Adapters container for MODEL with FILES (name -> path) loaded under their names."""
     adapters = og.Adapters(model)

@@ -26,6 +26,7 @@ import pytest
 from gentwin.config import ConfigError
 from gentwin.errors import GentwinError
 from tests.conftest import ENGINE_IDS, ENGINES, load
+from tests.helpers import new_generator
 
 by_engine = pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
 ALL = ["lfm2-conv-fp32", "llama-nocache-fp32", "gemma2-window-fp32", "llama-hidden-fp32", "qwen35-linear-fp32"]
@@ -47,12 +48,7 @@ def models(tmp_path_factory):
 
 
 def generator(module, folder, prompt=(PROMPT,), **options):
-    model = load(module.__name__, folder)
-    params = module.GeneratorParams(model)
-    params.set_search_options(batch_size=len(prompt), **{"max_length": 48, **options})
-    result = module.Generator(model, params)
-    result.append_tokens(np.array(prompt, dtype=np.int32))
-    return result
+    return new_generator(module, folder, prompt, **{"max_length": 48, **options})
 
 
 def generate(gen, count=None) -> None:

@@ -27,6 +27,7 @@ import gentwin.reference
 from gentwin.config import ConfigError
 from gentwin.errors import GentwinError
 from tests.conftest import ENGINE_IDS, ENGINES, FIXTURE_MODELS, load
+from tests.helpers import finished_sequences, new_generator
 
 by_engine = pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
 PROMPT = [5, 17, 42, 9, 300, 7]
@@ -64,19 +65,10 @@ def models(tmp_path_factory):
 
 
 def generator(module, folder, prompt=(PROMPT,), **options):
-    model = load(module.__name__, folder)
-    params = module.GeneratorParams(model)
-    params.set_search_options(batch_size=len(prompt), **{"max_length": 32, **options})
-    result = module.Generator(model, params)
-    result.append_tokens(np.array(prompt, dtype=np.int32))
-    return result
+    return new_generator(module, folder, prompt, **{"max_length": 32, **options})
 
 
-def finish(gen, rows=1, count=None) -> list[list[int]]:
-    while not gen.is_done() and (count is None or count > 0):
-        gen.generate_next_token()
-        count = None if count is None else count - 1
-    return [[int(token) for token in gen.get_sequence(row)] for row in range(rows)]
+finish = finished_sequences
 
 
 def pad_id(folder) -> int:

@@ -11,6 +11,7 @@ import onnxruntime_genai as og
 import pytest
 
 from tests.conftest import ENGINE_IDS, ENGINES, load
+from tests.helpers import finished_sequences, new_generator
 
 by_engine = pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
 PROMPT = [5, 17, 42, 9, 300, 7]
@@ -25,19 +26,10 @@ def folder(tmp_path_factory):
 
 
 def generator(module, folder, prompt=(PROMPT,), **options):
-    model = load(module.__name__, folder)
-    params = module.GeneratorParams(model)
-    params.set_search_options(batch_size=len(prompt), **{"max_length": 32, **options})
-    result = module.Generator(model, params)
-    result.append_tokens(np.array(prompt, dtype=np.int32))
-    return result
+    return new_generator(module, folder, prompt, **{"max_length": 32, **options})
 
 
-def finish(gen, rows=1, count=None) -> list[list[int]]:
-    while not gen.is_done() and (count is None or count > 0):
-        gen.generate_next_token()
-        count = None if count is None else count - 1
-    return [[int(token) for token in gen.get_sequence(row)] for row in range(rows)]
+finish = finished_sequences
 
 
 def test_the_graph_computes_one_position_of_logits_after_a_prompt(folder):

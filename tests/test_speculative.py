@@ -257,12 +257,12 @@ REFUSED = [("llama-fp32", dict(ngram_size=3), dict(batch_size=2)),
            ("gpt2-fp32", dict(ngram_size=3), {})]
 
 
-@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
-@pytest.mark.parametrize("fixture, options, search", REFUSED, ids=[repr(case[1:]) for case in REFUSED])
-def test_generators_are_refused_as_by_the_peer(engine, fixture, options, search):
+def assert_refused_alike(engine, folder: str, options: dict, search: dict) -> None:
+    """A Generator on FOLDER with search options SEARCH and speculative OPTIONS is refused by ENGINE in the
+    peer's words."""
     messages = []
     for og in (engine, peer):
-        model = og.Model(str(FIXTURE_MODELS / fixture))
+        model = og.Model(folder)
         params = og.GeneratorParams(model)
         params.set_search_options(max_length=30, **search)
         params.set_speculative_options(**options)
@@ -270,6 +270,12 @@ def test_generators_are_refused_as_by_the_peer(engine, fixture, options, search)
             og.Generator(model, params)
         messages.append(str(error.value))
     assert messages[0] == messages[1]
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+@pytest.mark.parametrize("fixture, options, search", REFUSED, ids=[repr(case[1:]) for case in REFUSED])
+def test_generators_are_refused_as_by_the_peer(engine, fixture, options, search):
+    assert_refused_alike(engine, str(FIXTURE_MODELS / fixture), options, search)
 
 
 @pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
@@ -412,16 +418,7 @@ DRAFT_REFUSED = [({}, dict(batch_size=2)), ({}, dict(num_beams=2)), ({}, dict(no
 @pytest.mark.parametrize("options, search", DRAFT_REFUSED, ids=[repr(case) for case in DRAFT_REFUSED])
 def test_draft_model_generators_are_refused_as_by_the_peer(engine, tmp_path, options, search):
     folder = with_draft(tmp_path / "model", "llama-fp32", None)
-    messages = []
-    for og in (engine, peer):
-        model = og.Model(folder)
-        params = og.GeneratorParams(model)
-        params.set_search_options(max_length=30, **search)
-        params.set_speculative_options(**options)
-        with pytest.raises(RuntimeError) as error:
-            og.Generator(model, params)
-        messages.append(str(error.value))
-    assert messages[0] == messages[1]
+    assert_refused_alike(engine, folder, options, search)
 
 
 @pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
