@@ -11,13 +11,7 @@ the same test names. gentwin's checks already answer that way, so this changes n
 import onnxruntime
 import onnxruntime_genai as og
 
-PROVIDER_OF_CHECK = {
-    "is_cuda_available": "CUDAExecutionProvider",
-    "is_dml_available": "DmlExecutionProvider",
-    "is_openvino_available": "OpenVINOExecutionProvider",
-    "is_qnn_available": "QNNExecutionProvider",
-    "is_webgpu_available": "WebGpuExecutionProvider",
-}
+from gentwin.devices import DEVICE_PROVIDERS
 
 
 def unavailable() -> bool:
@@ -26,6 +20,6 @@ def unavailable() -> bool:
 
 def pytest_configure(config):
     providers = set(onnxruntime.get_available_providers())
-    for check, provider in PROVIDER_OF_CHECK.items():
+    for device, provider in DEVICE_PROVIDERS.items():
         if provider not in providers:
-            setattr(og, check, unavailable)
+            setattr(og, f"is_{device}_available", unavailable)
