@@ -140,25 +140,29 @@ class ModelFacts:
     @functools.cached_property
     def calibrated_rounding(self) -> float:
         """D relative to each row's largest logit, the largest over every position of the greedy battery's
-        prompts, measured with gentwin.reference on the folder and its rounding twin (0 where nothing rounds)."""
+        prompts (each row alone, without its padding), measured with gentwin.reference on the folder and its rounding twin (0 where nothing rounds)."""
         if not self.rounds_beyond_float32:
             return 0.0
         import gentwin.reference as oracle  # only here: loading models is what the rest of this module avoids
         from gentwin.conformance.scenarios import greedy_battery
 
-        prompts = [s.prompt for s in greedy_battery(min(self.vocab_size, 1000), self.pad_token_id)]
         rounded, unrounded = oracle.Model(str(self.folder)), oracle.Model(str(rounding_twin(self.folder)))
         largest = 0.0
-        for prompt in prompts:
-            logits, twin = (prompt_logits(oracle, model, prompt) for model in (rounded, unrounded))  # [R, S, V]
-            largest = max(largest, float(np.max(logit_errors(logits, twin) / row_scale(logits))))
+        for scenario in greedy_battery(min(self.vocab_size, 1000), self.pad_token_id):
+            for row in scenario.prompt:  # one at a time, without its padding: every cache kind takes that
+                prompt = [[token for token in row if token != self.pad_token_id]]
+                # at the battery's max_length, which a windowed KV cache's window fits in
+                logits, twin = (prompt_logits(oracle, model, prompt, scenario.options["max_length"])
+                                for model in (rounded, unrounded))                              # [1, S, V]
+                largest = max(largest, float(np.max(logit_errors(logits, twin) / row_scale(logits))))
         return largest
 
 
-def prompt_logits(og, model, prompt) -> np.ndarray:
-    """Every position's logits [rows, positions, vocab] after appending PROMPT (rows of token ids)."""
+def prompt_logits(og, model, prompt, max_length: int | None = None) -> np.ndarray:
+    """Every position's logits [rows, positions, vocab] after appending PROMPT (rows of token ids), with the
+    search option MAX_LENGTH (default: one more than the prompt)."""
     params = og.GeneratorParams(model)
-    params.set_search_options(batch_size=len(prompt), max_length=len(prompt[0]) + 1)
+    params.set_search_options(batch_size=len(prompt), max_length=max_length or len(prompt[0]) + 1)
     generator = og.Generator(model, params)
     generator.append_tokens(np.array(prompt, dtype=np.int32))
     return np.array(generator.get_output("logits"), np.float32)
