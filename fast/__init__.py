@@ -13,7 +13,7 @@ the peer; the device checks say what this onnxruntime build can run.
 import onnxruntime
 
 from gentwin import api, devices
-from gentwin.fast import decoder, search, speculative
+from gentwin.fast import decoder, encoder_decoder, search, speculative
 from gentwin.public import *  # noqa: F403 - the engine-neutral names
 from gentwin.public import __all__ as PUBLIC_NAMES
 
@@ -22,6 +22,8 @@ class Model(api.Model):
     __doc__ = api.Model.__doc__
     load_graph = staticmethod(decoder.load_graph)
     DecoderState = decoder.DecoderState
+    load_encoder = staticmethod(encoder_decoder.load_encoder)
+    EncoderDecoderState = encoder_decoder.EncoderDecoderState
     Search = staticmethod(search.create_search)
     Speculation = speculative.Speculation
 

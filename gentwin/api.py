@@ -128,6 +128,9 @@ class Model:
     Search = None         # (options, GenaiConfig) -> advances the sequences by one token chosen from logits
     Speculation = None    # (speculative options, generator) -> one generator's drafts, n-gram or from the
     #                       draft model (gentwin/reference/speculative.py)
+    load_encoder = None   # (GenaiConfig, Config) -> an encoder-decoder model's encoder graph
+    EncoderDecoderState = None  # (encoder graph, decoder graph, GenaiConfig, rows) -> its per-generator state,
+    #                             with DecoderState's interface (gentwin/encoder_decoder.py)
 
     def __init__(self, config_or_path):
         self._config = config_or_path if isinstance(config_or_path, Config) else Config(config_or_path)
@@ -135,6 +138,7 @@ class Model:
         draft.check_draft_config(self.config)  # the peer's checks of model.draft, in its words
         self.speculative_options = speculative.configured(self.config)
         self.graph = type(self).load_graph(self.config, self._config)
+        self.encoder_graph = self.config.encoder and type(self).load_encoder(self.config, self._config)
         target = model_check.read_graph(self.config)
         draft.check_draft_graph(self.config, target)
         self.draft_config = draft_config(self.config)  # model.draft: draft-model speculative decoding
@@ -280,8 +284,11 @@ class Generator:
         if options["past_present_share_buffer"] and not share_buffer and run_log.wanted("warning"):
             run_log.write("warning", "past_present_share_buffer search option set to true, but has been disabled "
                                      "due to the current configuration. See https://aka.ms/generate_config for details")
-        self.state = model.DecoderState(model.graph, config, self.batch_size, options["num_beams"],
-                                        options["max_length"], share_buffer)
+        if config.encoder:
+            self.state = model.EncoderDecoderState(model.encoder_graph, model.graph, config, rows)
+        else:
+            self.state = model.DecoderState(model.graph, config, self.batch_size, options["num_beams"],
+                                            options["max_length"], share_buffer)
         self.search = model.Search(options, config)
         self.speculation = None  # n-gram drafting when the params ask for it, or the model's draft model
         if params.speculative_options["ngram_size"] or model.draft_config:

@@ -1,7 +1,8 @@
 """genai_config.json: the description of a model folder, as onnxruntime-genai's builder writes it.
 
 Both engines read a model folder through this module, so a folder that one accepts the other accepts too.
-Only the fields a decoder-only text model uses are parsed; unknown fields are kept in `raw` untouched.
+Only the fields a text model uses are parsed (its decoder, and marian-ssru's encoder); unknown fields are kept
+in `raw` untouched.
 """
 
 from __future__ import annotations
@@ -40,6 +41,17 @@ RECURRENT_STATE_NAMES = {
     "present_conv_names": "present.%d.conv_state",
     "present_recurrent_names": "present.%d.recurrent_state",
 }
+# Marian's SSRU decoder (model type marian-ssru): what it takes beside input_ids and gives beside the logits, named
+# by these where genai_config.json leaves them out (the peer's defaults)
+SSRU_INPUT_NAMES = {
+    "encoder_hidden_states": "encoder_hidden_states",
+    "encoder_attention_mask": "encoder_attention_mask",
+    "rnn_states_prev": "rnn_states_prev",
+    "past_key_values_length": "past_key_values_length",
+}
+SSRU_OUTPUT_NAMES = {"rnn_states": "rnn_states"}
+ENCODER_INPUT_NAMES = {"input_ids": "input_ids", "attention_mask": "attention_mask"}
+ENCODER_OUTPUT_NAMES = {"encoder_outputs": "encoder_outputs"}
 
 # The decoder-only text models onnxruntime-genai runs (its src/models/model_type.h, ModelType::IsLLM); its
 # vision, audio and pipeline types need more than one graph, which gentwin does not run.
@@ -50,6 +62,8 @@ PEER_TEXT_MODEL_TYPES = (
     # the text decoders of its vision-language models, run on text alone
     "lfm2_vl_text", "mistral3_text", "qwen2_5_vl_text", "qwen3_vl_text",
 )
+# Its encoder-decoder text model: an encoder run once on the prompt, then a decoder with a recurrent state
+ENCODER_DECODER_TYPES = ("marian-ssru",)
 
 # The `search` section: every option `set_search_options` accepts, with onnxruntime-genai's defaults.
 PEER_SEARCH_DEFAULTS = {
@@ -108,6 +122,17 @@ class SlidingWindow:
         return min(max_length, self.window_size + (self.cache_slack or default_slack))
 
 
+@dataclass(frozen=True)
+class EncoderConfig:
+    """model.encoder of an encoder-decoder model: its graph, which runs once on the prompt, and its width."""
+
+    filename: str
+    hidden_size: int
+    input_names: dict
+    output_names: dict
+    session_options: dict
+
+
 @dataclass
 class DecoderConfig:
     filename: str
@@ -163,9 +188,10 @@ class DecoderConfig:
 
     def state_input_names(self) -> list[str]:
         """Every input the generator feeds from one run to the next: attention layers' pasts, conv states,
-        linear-attention layers' states."""
+        linear-attention layers' states, an SSRU decoder's encoder outputs, mask, state and step."""
+        ssru = [self.input_names[key] for key in SSRU_INPUT_NAMES] if self.model_type in ENCODER_DECODER_TYPES else []
         return (self.cache_names()[0] + [self.conv_names(layer)[0] for layer in self.conv_layers]
-                + [name for layer in self.recurrent_layers for name in self.recurrent_names(layer)[0]])
+                + [name for layer in self.recurrent_layers for name in self.recurrent_names(layer)[0]] + ssru)
 
     @property
     def combined_past(self) -> bool:
@@ -207,10 +233,15 @@ class GenaiConfig:
     search: dict
     raw: dict
     model_bytes: memoryview | None = field(default=None, repr=False)  # the decoder's bytes, from add_model_data
+    encoder: EncoderConfig | None = None  # an encoder-decoder model's encoder (ENCODER_DECODER_TYPES)
 
     @property
     def model_path(self) -> str:
         return os.path.join(self.folder, self.decoder.filename)
+
+    @property
+    def encoder_path(self) -> str:
+        return os.path.join(self.folder, self.encoder.filename)
 
 
 def _require(section: dict, key: str, where: str):
@@ -247,9 +278,9 @@ def _eos_ids(value, vocab_size: int) -> list[int]:
 
 
 def _model_type(value) -> str:
-    if value not in PEER_TEXT_MODEL_TYPES:
-        raise ConfigError(f"genai_config.json: 'model.type' {value!r} is not a decoder-only text model type of "
-                          f"onnxruntime-genai; those are {', '.join(PEER_TEXT_MODEL_TYPES)}")
+    if value not in PEER_TEXT_MODEL_TYPES + ENCODER_DECODER_TYPES:
+        raise ConfigError(f"genai_config.json: 'model.type' {value!r} is not a text model type of onnxruntime-genai; "
+                          f"those are {', '.join(PEER_TEXT_MODEL_TYPES + ENCODER_DECODER_TYPES)}")
     return value
 
 
@@ -266,6 +297,8 @@ def _check_layer_template(template, where: str) -> None:
 
 def _parse_decoder(decoder: dict, model_type: str) -> DecoderConfig:
     where = "model.decoder"
+    if model_type in ENCODER_DECODER_TYPES:
+        return _parse_ssru_decoder(decoder)
     names_in = dict(DEFAULT_INPUT_NAMES, **decoder.get("inputs", {}))
     names_out = dict(DEFAULT_OUTPUT_NAMES, **decoder.get("outputs", {}))
     if names_in.get("past_names") and not names_out.get("present_names"):
@@ -289,6 +322,37 @@ def _parse_decoder(decoder: dict, model_type: str) -> DecoderConfig:
         model_type=model_type,
         recurrent_templates={key: {**decoder.get("inputs", {}), **decoder.get("outputs", {})}.get(key, default)
                              for key, default in RECURRENT_STATE_NAMES.items()},  # those given, else the defaults
+    )
+
+
+def _parse_ssru_decoder(decoder: dict) -> DecoderConfig:
+    """Marian's SSRU decoder: no layer keeps a KV cache (its state is rnn_states, one tensor for the whole
+    decoder), so genai_config.json gives it no layer count or heads."""
+    where = "model.decoder"
+    return DecoderConfig(
+        filename=_require(decoder, "filename", where),
+        num_hidden_layers=0,
+        num_key_value_heads=0,
+        head_size=_at_least(1, _require(decoder, "head_size", where), where + ".head_size"),
+        input_names={**DEFAULT_INPUT_NAMES, **SSRU_INPUT_NAMES, **decoder.get("inputs", {})},
+        output_names={**DEFAULT_OUTPUT_NAMES, **SSRU_OUTPUT_NAMES, **decoder.get("outputs", {})},
+        session_options=decoder.get("session_options", {}),
+        model_type="marian-ssru",
+    )
+
+
+def _parse_encoder(model: dict, decoder: DecoderConfig) -> EncoderConfig:
+    """model.encoder; its session options are the decoder's where it has none, as the peer's are."""
+    where = "model.encoder"
+    encoder = _require(model, "encoder", "model")
+    if not isinstance(encoder, dict):
+        raise ConfigError(f"genai_config.json: '{where}' must be an object, got {encoder!r}")
+    return EncoderConfig(
+        filename=_require(encoder, "filename", where),
+        hidden_size=_at_least(1, _require(encoder, "hidden_size", where), where + ".hidden_size"),
+        input_names=dict(ENCODER_INPUT_NAMES, **encoder.get("inputs", {})),
+        output_names=dict(ENCODER_OUTPUT_NAMES, **encoder.get("outputs", {})),
+        session_options=encoder.get("session_options", decoder.session_options),
     )
 
 
@@ -372,6 +436,7 @@ def load_config(folder: str, model_file_required: bool = True) -> GenaiConfig:
         decoder=decoder,
         search=_parse_search(raw.get("search", {}), context_length),
         raw=raw,
+        encoder=_parse_encoder(model, decoder) if model_type in ENCODER_DECODER_TYPES else None,
     )
     if model_file_required:
         check_model_file(config)
@@ -381,6 +446,9 @@ def load_config(folder: str, model_file_required: bool = True) -> GenaiConfig:
 def check_model_file(config: GenaiConfig) -> None:
     if not os.path.isfile(config.model_path):
         raise ConfigError(f"model file {config.decoder.filename!r} named in genai_config.json is missing from "
+                          f"{config.folder!r}")
+    if config.encoder and not os.path.isfile(config.encoder_path):
+        raise ConfigError(f"encoder file {config.encoder.filename!r} named in genai_config.json is missing from "
                           f"{config.folder!r}")
 
 

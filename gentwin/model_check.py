@@ -15,6 +15,8 @@ this module compares the config with what model.onnx declares, read without its 
 - where the graph leaves them symbolic (the builder's GroupQueryAttention layouts do), the attention node
   reading the past still fixes them: its kv_num_heads, and its query's width over its number of heads.
 
+An encoder-decoder model's graphs take and give the tensors its config names (`check_encoder` for the encoder).
+
 Both engines call `read_graph` and `check_against_config` in their load_graph, before any weight is read.
 """
 
@@ -24,7 +26,8 @@ import os
 
 import onnx
 
-from gentwin.config import (DEFAULT_INPUT_NAMES, WINDOWED_KV_LAYER, ConfigError, DecoderConfig, GenaiConfig,
+from gentwin.config import (DEFAULT_INPUT_NAMES, ENCODER_INPUT_NAMES, ENCODER_OUTPUT_NAMES, SSRU_INPUT_NAMES,
+                            SSRU_OUTPUT_NAMES, WINDOWED_KV_LAYER, ConfigError, DecoderConfig, GenaiConfig,
                             check_model_file)
 from gentwin.graph_inputs import declared_shape, input_specs
 
@@ -42,6 +45,13 @@ def read_graph(config: GenaiConfig) -> onnx.ModelProto:
     if os.path.getsize(path) == 0:
         raise ConfigError(f"cannot load {path}: the file is empty")
     return _parsed(lambda: onnx.load(path, load_external_data=False), path)
+
+
+def read_encoder(config: GenaiConfig) -> onnx.ModelProto:
+    """An encoder-decoder model's encoder graph without its external data, checked against model.encoder."""
+    proto = _parsed(lambda: onnx.load(config.encoder_path, load_external_data=False), config.encoder_path)
+    check_encoder(config, proto)
+    return proto
 
 
 def _parsed(load, source: str) -> onnx.ModelProto:
@@ -72,6 +82,28 @@ def check_against_config(config: GenaiConfig, proto: onnx.ModelProto) -> None:
         _check_cache_tensors(decoder, "inputs", decoder.past_fields, decoder.past_names(layer), inputs)
         _check_cache_tensors(decoder, "outputs", decoder.present_fields, decoder.present_names(layer), outputs)
     _check_attention_nodes(decoder, proto.graph)
+    if config.encoder:
+        _check_named("model.decoder", {**SSRU_INPUT_NAMES, **SSRU_OUTPUT_NAMES}, decoder.input_names,
+                     decoder.output_names, inputs, outputs)
+
+
+def check_encoder(config: GenaiConfig, proto: onnx.ModelProto) -> None:
+    """Raise ConfigError naming the model.encoder field that the encoder graph PROTO contradicts."""
+    encoder = config.encoder
+    inputs = {value.name: declared_shape(value) for value in proto.graph.input}
+    outputs = {value.name: declared_shape(value) for value in proto.graph.output}
+    _check_named("model.encoder", {**ENCODER_INPUT_NAMES, **ENCODER_OUTPUT_NAMES}, encoder.input_names,
+                 encoder.output_names, inputs, outputs)
+
+
+def _check_named(where: str, fields, input_names: dict, output_names: dict, inputs: dict, outputs: dict) -> None:
+    """Each of FIELDS names, in the config's inputs or outputs, a tensor the graph takes or gives."""
+    for field in fields:
+        section, names, tensors = (("inputs", input_names, inputs) if field in input_names
+                                   else ("outputs", output_names, outputs))
+        if names[field] not in tensors:
+            raise ConfigError(f"genai_config.json: '{where}.{section}.{field}' is {names[field]!r}, but the graph "
+                              f"has no {section[:-1]} of that name; its {section} are {_listing(tensors)}")
 
 
 def _listing(names) -> str:

@@ -13,13 +13,15 @@ always runs on the CPU, and is_cuda_available() and the other device checks say 
 from gentwin import api, devices
 from gentwin.public import *  # noqa: F403 - the engine-neutral names
 from gentwin.public import __all__ as PUBLIC_NAMES
-from gentwin.reference import decoder, search, speculative
+from gentwin.reference import decoder, encoder_decoder, search, speculative
 
 
 class Model(api.Model):
     __doc__ = api.Model.__doc__
     load_graph = staticmethod(decoder.load_graph)
     DecoderState = decoder.DecoderState
+    load_encoder = staticmethod(encoder_decoder.load_encoder)
+    EncoderDecoderState = encoder_decoder.EncoderDecoderState
     Search = staticmethod(search.create_search)
     Speculation = speculative.Speculation
 
