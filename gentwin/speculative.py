@@ -99,7 +99,7 @@ def check_for_generator(speculative: dict, search: dict, config, has_draft: bool
     if search["num_return_sequences"] != 1:
         raise GentwinError("N-gram decoding requires num_return_sequences=1 in this release.")
     decoder = config.decoder
-    if decoder.conv_layers:
+    if decoder.conv_layers or config.encoder:
         raise GentwinError("N-gram decoding requires a plain decoder-only text model in this release.")
     if any(decoder.layer_kind(layer) == WINDOWED_KV_LAYER for layer in decoder.attention_layers):
         raise GentwinError("N-gram decoding requires a rewindable KV cache; sliding-window, hybrid, and "

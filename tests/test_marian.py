@@ -122,6 +122,19 @@ def test_snapshot_restores_the_ssru_state(engine, marian):
     assert generators[0].get_sequence(0).tolist() == _decode(og_peer, marian, [[5, 6]])[0][0]
 
 
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+def test_ngram_drafting_is_refused_in_the_peers_words(engine, marian):
+    messages = []
+    for og in (engine, og_peer):
+        model = og.Model(marian)
+        params = og.GeneratorParams(model)
+        params.set_speculative_options(ngram_size=2, max_draft_tokens=2)
+        with pytest.raises(RuntimeError) as refusal:
+            og.Generator(model, params)
+        messages.append(str(refusal.value))
+    assert messages[0] == messages[1]
+
+
 def _edited(marian, tmp_path, edit) -> str:
     folder = build_marian(str(tmp_path / "edited"))
     with open(f"{folder}/genai_config.json", encoding="utf-8") as file:
