@@ -17,7 +17,7 @@ import warnings
 
 import numpy as np
 
-from gentwin import draft, model_check, search_options, speculative
+from gentwin import draft, model_check, position_inputs, search_options, speculative
 from gentwin import logging_options as run_log
 from gentwin.adapters import Adapters
 from gentwin.config import ConfigError, GenaiConfig, draft_config, load_config
@@ -140,6 +140,7 @@ class Model:
         self.graph = type(self).load_graph(self.config, self._config)
         self.encoder_graph = self.config.encoder and type(self).load_encoder(self.config, self._config)
         target = model_check.read_graph(self.config)
+        self.prunes_logits = position_inputs.prunes_logits(target.graph, self.config.decoder.output_names["logits"])
         draft.check_draft_graph(self.config, target)
         self.draft_config = draft_config(self.config)  # model.draft: draft-model speculative decoding
         if self.draft_config:
@@ -276,7 +277,8 @@ class Generator:
         config = model.config
         options = params.generator_options()
         search_options.check_for_generator(options, config.context_length, config.vocab_size)
-        speculative.check_for_generator(params.speculative_options, options, config, bool(model.draft_config))
+        speculative.check_for_generator(params.speculative_options, options, config, bool(model.draft_config),
+                                        model.prunes_logits)
         self.model, self.options = model, options
         self.batch_size = options["batch_size"]
         rows = self.batch_size * options["num_beams"]

@@ -81,8 +81,10 @@ def as_peer_dict(options: dict) -> dict:
     return {name: value if name in BOOL_OPTIONS else float(value) for name, value in options.items()}
 
 
-def check_for_generator(speculative: dict, search: dict, config, has_draft: bool) -> None:
-    """The peer's refusals when a Generator that drafts is made, in its order and words."""
+def check_for_generator(speculative: dict, search: dict, config, has_draft: bool, prunes_logits: bool) -> None:
+    """The peer's refusals when a Generator that drafts is made, in its order and words. PRUNES_LOGITS: the
+    target's graph gives the logits of its last position only (position_inputs.prunes_logits), where verifying
+    K drafts needs K + 1 rows of them."""
     if speculative["ngram_chained_lookup"] and not speculative["ngram_size"]:
         raise SpeculativeOptionError("speculative.ngram_chained_lookup requires speculative.ngram_size to enable "
                                      "n-gram decoding.")
@@ -104,6 +106,9 @@ def check_for_generator(speculative: dict, search: dict, config, has_draft: bool
     if any(decoder.layer_kind(layer) == WINDOWED_KV_LAYER for layer in decoder.attention_layers):
         raise GentwinError("N-gram decoding requires a rewindable KV cache; sliding-window, hybrid, and "
                            "model-managed state are not supported in this release.")
+    if prunes_logits:
+        raise GentwinError("N-gram decoding requires target logits for every verified token; pruned last-token-only "
+                           "logits are not supported in this release.")
 
 
 def _check_draft_model(speculative: dict, search: dict) -> None:

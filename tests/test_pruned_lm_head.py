@@ -77,3 +77,18 @@ def test_chat_continuation_and_rewind_match_the_peer(engine, folder):
         gen.append_tokens(np.array([[70, 71]], dtype=np.int32))
         streams.append(finish(gen))
     assert streams[1] == streams[0]
+
+
+@by_engine
+def test_ngram_drafting_is_refused_when_the_generator_is_made_as_by_the_peer(engine, folder):
+    """Verifying K drafts needs K + 1 rows of logits, which a pruned head does not give."""
+    refusals = []
+    for module in (og, engine):
+        model = module.Model(folder)
+        params = module.GeneratorParams(model)
+        params.set_search_options(do_sample=False, max_length=12)
+        params.set_speculative_options(ngram_size=3)
+        with pytest.raises(RuntimeError, match="pruned last-token-only logits are not supported") as refusal:
+            module.Generator(model, params)
+        refusals.append(str(refusal.value))
+    assert refusals[1] == refusals[0]

@@ -468,3 +468,43 @@ def test_the_check_family_drafts_and_avoids_the_peers_limits():
             if peer_plays:
                 assert scenario.steps == (("finish",),) and "no_repeat_ngram_size" not in scenario.options
         assert drafted >= len(found) * 2 // 3  # a turn may rewind the repeated prompt away first
+
+
+def _sliding_cache(folder, with_draft_model: bool) -> str:
+    """FOLDER: llama-fp32 with decoder.sliding_window slide_key_value_cache true (onnxruntime-genai's
+    WindowedKeyValueCache, for QNN graphs), and llama-fp32 itself as model.draft if WITH_DRAFT_MODEL."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in (FIXTURE_MODELS / "llama-fp32").iterdir():
+        if file.name != "genai_config.json":
+            (folder / file.name).symlink_to(file)
+    config = json.loads((FIXTURE_MODELS / "llama-fp32" / "genai_config.json").read_text())
+    config["model"]["decoder"]["sliding_window"] = {"window_size": 8, "slide_key_value_cache": True}
+    if with_draft_model:
+        config["model"]["draft"] = json.loads((FIXTURE_MODELS / "llama-fp32" / "genai_config.json").read_text()
+                                              )["model"]["decoder"]
+    (folder / "genai_config.json").write_text(json.dumps(config))
+    return str(folder)
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+def test_a_physically_sliding_kv_cache_is_refused_at_model_where_the_peer_loads_it(engine, tmp_path):
+    """gentwin runs no WindowedKeyValueCache and says so at Model(). The peer loads such a folder, refuses
+    n-gram drafting on it when the Generator is made, fails the first run of a CPU graph in onnxruntime's
+    words, and refuses it at Model() only with a draft model, in its words (README, "The peer's own test
+    suite"): this pins the peer's side, to drop the note when it changes."""
+    folder = _sliding_cache(tmp_path / "sliding", with_draft_model=False)
+    with pytest.raises(RuntimeError, match="slides the key-value cache"):
+        engine.Model(folder)
+    model = peer.Model(folder)
+    params = peer.GeneratorParams(model)
+    params.set_search_options(max_length=12)
+    params.set_speculative_options(ngram_size=3)
+    with pytest.raises(RuntimeError, match="N-gram decoding requires a rewindable KV cache"):
+        peer.Generator(model, params)
+    with pytest.raises(RuntimeError, match="Expected input data type to be uint8_t for WindowedKeyValueCache"):
+        generator(peer, folder, PROMPT, 12)
+    drafted = _sliding_cache(tmp_path / "drafted", with_draft_model=True)
+    with pytest.raises(RuntimeError, match="slides the key-value cache"):
+        engine.Model(drafted)
+    with pytest.raises(RuntimeError, match="Speculative decoding does not support physically sliding KV caches"):
+        peer.Model(drafted)
