@@ -23,10 +23,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gentwin import logging_options as run_log
 from gentwin.devices import to_host
 from gentwin.errors import GentwinError
 
 SSRU_STATE_SLOTS = 3  # the peer's rnn_states_prev is [3, R, H]
+# The order the peer binds the decoder's inputs in, which its run log shows
+DECODER_LOG_ORDER = ("input_ids", "past_key_values_length", "encoder_attention_mask", "encoder_hidden_states",
+                     "rnn_states_prev")
 
 
 def source_tokens(input_ids: np.ndarray, pad_token_id: int, eos_token_id: int) -> np.ndarray:
@@ -86,7 +90,8 @@ class SsruState:
                  names["encoder_attention_mask"]: memory.mask, names["rnn_states_prev"]: memory.rnn_states,
                  names["past_key_values_length"]: np.array([memory.step]), **self.extra_inputs}
         inputs = typed(self.graph, feeds)
-        self.outputs = self.run_graph(self.graph, inputs)
+        self.outputs = logged_run(self.run_graph, self.graph, _in_order(inputs, DECODER_LOG_ORDER, names),
+                                  (names["rnn_states"], names["logits"]))
         self.inputs, self.memory = inputs, replace(memory, rnn_states=self.outputs[names["rnn_states"]])
         return self.outputs[names["logits"]].astype(np.float32)                              # [R, V]
 
@@ -96,7 +101,8 @@ class SsruState:
         source = source_tokens(input_ids, config.pad_token_id, config.eos_token_ids[0])        # [R, S + 1]
         mask = source != config.pad_token_id                                                  # [R, S + 1]
         feeds = {encoder.input_names["input_ids"]: source, encoder.input_names["attention_mask"]: mask}
-        outputs = self.run_graph(self.encoder_graph, typed(self.encoder_graph, feeds))
+        outputs = logged_run(self.run_graph, self.encoder_graph, typed(self.encoder_graph, feeds),
+                             (encoder.output_names["encoder_outputs"],))
         state_type = self.graph.input_types[self.names["rnn_states_prev"]]
         rnn_states = np.zeros((SSRU_STATE_SLOTS, self.rows, encoder.hidden_size), state_type)  # [3, R, H]
         return Memory(outputs[encoder.output_names["encoder_outputs"]], mask, rnn_states, 0)
@@ -129,6 +135,25 @@ class SsruState:
 
     def forget_last_run(self) -> None:
         self.inputs, self.outputs = {}, {}
+
+
+def logged_run(run_graph, graph, inputs: dict, output_names: tuple[str, ...]) -> dict:
+    """RUN_GRAPH(GRAPH, INPUTS), with the run log's entries of its inputs and of OUTPUT_NAMES (set_log_options
+    model_input_values, model_output_shapes, model_output_values) in the peer's order."""
+    if run_log.wanted("model_input_values"):
+        run_log.write_tensors("model_input_values", inputs, True)
+    outputs = run_graph(graph, inputs)
+    logged = {name: outputs[name] for name in output_names}
+    for option, with_values in (("model_output_shapes", False), ("model_output_values", True)):
+        if run_log.wanted(option):
+            run_log.write_tensors(option, logged, with_values)
+    return outputs
+
+
+def _in_order(inputs: dict, order: tuple[str, ...], names: dict) -> dict:
+    """INPUTS with the fields ORDER names first, in that order (the peer binds and logs them so), then the rest."""
+    first = [names[field] for field in order]
+    return {name: inputs[name] for name in [*first, *inputs] if name in inputs}
 
 
 def typed(graph, feeds: dict) -> dict:

@@ -12,6 +12,7 @@ import pytest
 from gentwin.config import ConfigError
 from gentwin.fixtures.marian import PAD_TOKEN_ID, build_marian
 from tests.conftest import ENGINE_IDS, ENGINES
+from tests.test_peer_api_parity import comparable
 
 PAD = PAD_TOKEN_ID
 PADDED_BATCH = [[5, PAD, PAD], [7, 8, 9]]
@@ -133,6 +134,37 @@ def test_ngram_drafting_is_refused_in_the_peers_words(engine, marian):
             og.Generator(model, params)
         messages.append(str(refusal.value))
     assert messages[0] == messages[1]
+
+
+LOG_OPTIONS = dict(generate_next_token=True, append_next_tokens=True, model_input_values=True,
+                   model_output_shapes=True, model_output_values=True)
+
+
+def _run_log(og, folder) -> str:
+    lines = []
+    og.set_log_callback(lines.append)
+    og.set_log_options(enabled=True, **LOG_OPTIONS)
+    try:
+        generator = _generator(og, folder, [[5, 6]], max_length=5)
+        while not generator.is_done():
+            generator.generate_next_token()
+    finally:
+        og.set_log_options(enabled=False, **{name: False for name in LOG_OPTIONS})
+        og.set_log_callback(None)
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("engine", ENGINES, ids=ENGINE_IDS)
+def test_the_run_log_is_the_peers(engine, marian):
+    """The encoder's run, then the decoder's, inputs in the peer's binding order. The peer's model_output_shapes
+    entry names the logits without a shape (it logs them before they are allocated, and no line ends there);
+    gentwin writes their shape: the pinned difference below."""
+    ours, theirs = (comparable(_run_log(og, marian)) for og in (engine, og_peer))
+    unallocated = "\x1b[32mName: \x1b[0mlogits \x1b[1m\x1b[44m  model_output_values"
+    assert unallocated in theirs
+    shaped = ("\x1b[32mName: \x1b[0mlogits \x1b[32mShapeDims[ 2]\x1b[0m\x1b[32mShape[ \x1b[0m1 32 \x1b[32m]\x1b[0m"
+              "\x1b[32m Type: \x1b[0mfloat32\x1b[32m Location: \x1b[0mCPU\r\n\x1b[1m\x1b[44m  model_output_values")
+    assert ours == theirs.replace(unallocated, shaped)
 
 
 def _edited(marian, tmp_path, edit) -> str:
