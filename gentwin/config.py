@@ -97,6 +97,18 @@ class ConfigError(GentwinError):
     """The model folder or its genai_config.json is missing, malformed or unsupported."""
 
 
+# onnxruntime-genai's refusal, when a Model with a draft loads, of a KV cache that drops positions
+SLIDING_CACHE_WITH_DRAFT = ("Speculative decoding does not support physically sliding KV caches in this release; "
+                            "WindowedKeyValueCache cannot rewind after discarding KV history.")
+
+
+def slides_its_cache(decoder) -> bool:
+    """A decoder section whose sliding_window leaves slide_key_value_cache true: the peer's WindowedKeyValueCache
+    for QNN graphs, which drops positions."""
+    window = decoder.get("sliding_window") if isinstance(decoder, dict) else None
+    return isinstance(window, dict) and window.get("slide_key_value_cache", True) is not False
+
+
 KV_LAYER, WINDOWED_KV_LAYER, CONV_LAYER = "KV cache", "windowed KV cache", "convolution state"
 RECURRENT_LAYER = "recurrent state"  # Qwen3.5's linear attention: a convolution state and the recurrence's state
 LFM2_TYPES = ("lfm2", "lfm2_moe", "lfm2_vl_text")  # whose layer_types make conv layers (the peer's LFM2Cache)
@@ -422,6 +434,8 @@ def load_config(folder: str, model_file_required: bool = True) -> GenaiConfig:
         raise ConfigError(f"{path}: missing the 'model' section")
     model = raw["model"]
     model_type = _model_type(_require(model, "type", "model"))
+    if isinstance(model.get("draft"), dict) and slides_its_cache(model.get("decoder")):
+        raise ConfigError(SLIDING_CACHE_WITH_DRAFT)  # with a draft, the peer refuses it first, in these words
     decoder = _parse_decoder(_require(model, "decoder", "model"), model_type)
     context_length = _at_least(1, _require(model, "context_length", "model"), "model.context_length")
     vocab_size = _at_least(1, _require(model, "vocab_size", "model"), "model.vocab_size")

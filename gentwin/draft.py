@@ -13,7 +13,7 @@ import os
 
 import onnx
 
-from gentwin.config import ConfigError, GenaiConfig
+from gentwin.config import SLIDING_CACHE_WITH_DRAFT, ConfigError, GenaiConfig, slides_its_cache
 from gentwin.graph_inputs import declared_shape
 
 SPECULATIVE = "Speculative decoding does not support"
@@ -43,9 +43,8 @@ def check_draft_config(config: GenaiConfig) -> None:
     if any(config.raw["model"].get(part, {}).get("filename") for part in ("vision", "speech")):
         raise ConfigError(f"{SPECULATIVE} multimodal (vision/audio) models in this release; "
                           "target and draft must be plain decoder-only LLMs.")
-    if _slides_its_cache(draft):  # the target's own sliding cache is refused by gentwin.config already
-        raise ConfigError(f"{SPECULATIVE} physically sliding KV caches in this release; "
-                          "WindowedKeyValueCache cannot rewind after discarding KV history.")
+    if slides_its_cache(draft):  # the target's own sliding cache is refused by gentwin.config already
+        raise ConfigError(SLIDING_CACHE_WITH_DRAFT)
     if target.get("layer_types") or draft.get("layer_types"):
         raise ConfigError(f"{SPECULATIVE} LFM2 (hybrid SSM/attention) models in this release; "
                           "their rolling convolution state cannot be rewound.")
@@ -53,12 +52,6 @@ def check_draft_config(config: GenaiConfig) -> None:
 
 def _providers(decoder: dict) -> list:
     return decoder.get("session_options", {}).get("provider_options", [])
-
-
-def _slides_its_cache(decoder: dict) -> bool:
-    """A sliding_window section without slide_key_value_cache false: the peer's cache that drops positions."""
-    window = decoder.get("sliding_window")
-    return isinstance(window, dict) and window.get("slide_key_value_cache", True) is not False
 
 
 def check_draft_graph(config: GenaiConfig, target: onnx.ModelProto) -> None:
