@@ -233,3 +233,51 @@ def test_a_running_turn_refuses_another(og):
     with pytest.raises(og.GentwinError, match="still running"):
         begin(og, request, [12])
     assert stream(run_to_end(engine), request) == alone(peer, LLAMA, PROMPT_A, 3)
+
+
+# The peer's Engine runs these with the peer's Generator's streams. Not the others: gpt2 it refuses ("not
+# supported for decoding"), and on mistral-mha-fp32's growing (not shared-buffer) cache, from the second token
+# on, even a request alone gets another stream than the peer's Generator gives it (prompt [3, 8, 2, 15, 6, 11]:
+# 414, 442, ... against 414, 928, ...); there gentwin's engines are held to the peer's Generator alone.
+PEER_ENGINE_LAYOUTS = ["gemma-fp32"]
+GROWING_CACHE_LAYOUTS = ["mistral-mha-fp32", "gpt2-fp32"]
+
+
+@pytest.mark.parametrize("og, fixture", [
+    *[(og, fixture) for og in (*ENGINES, peer) for fixture in PEER_ENGINE_LAYOUTS],
+    *[(og, fixture) for og in ENGINES for fixture in GROWING_CACHE_LAYOUTS],
+], ids=lambda value: getattr(value, "__name__", value))
+def test_other_layouts_stream_as_alone(og, fixture):
+    folder = str(FIXTURE_MODELS / fixture)
+    engine = og.Engine(load(og.__name__, folder))
+    a, b = engine.create_request(), engine.create_request()
+    begin(og, a, PROMPT_C, 5)
+    early = run_to_end(engine, steps=2)
+    begin(og, b, PROMPT_B, 4)
+    runs = early + run_to_end(engine)
+    assert stream(runs, a) == alone(peer, folder, PROMPT_C, 5)
+    assert stream(runs, b) == alone(peer, folder, PROMPT_B, 4)
+
+
+@OURS
+def test_each_request_samples_with_its_own_options_and_seed_as_the_peers_generator(og):
+    def sampled(module, prompt, seed, **options):
+        model = load(module.__name__, LLAMA)
+        params = module.GeneratorParams(model)
+        params.set_search_options(max_length=len(prompt) + 8, do_sample=True, random_seed=seed, **options)
+        generator = module.Generator(model, params)
+        generator.append_tokens(np.array(prompt, dtype=np.int32))
+        while not generator.is_done():
+            generator.generate_next_token()
+        return [int(token) for token in generator.get_sequence(0)[len(prompt):]]
+
+    engine = og.Engine(load(og.__name__, LLAMA))
+    a, b, c = engine.create_request(), engine.create_request(), engine.create_request()
+    begin(og, a, PROMPT_A, 8, do_sample=True, seed=7, top_k=5)
+    begin(og, b, PROMPT_A, 8, do_sample=True, seed=8, top_p=0.9, temperature=0.7)
+    begin(og, c, PROMPT_A, 8)  # greedy beside them
+    runs = run_to_end(engine)
+    assert stream(runs, a) == sampled(peer, PROMPT_A, 7, top_k=5)
+    assert stream(runs, b) == sampled(peer, PROMPT_A, 8, top_p=0.9, temperature=0.7)
+    assert stream(runs, c) == alone(peer, LLAMA, PROMPT_A, 8)
+    assert stream(runs, a) != stream(runs, b) != stream(runs, c)
