@@ -281,3 +281,27 @@ def test_each_request_samples_with_its_own_options_and_seed_as_the_peers_generat
     assert stream(runs, b) == sampled(peer, PROMPT_A, 8, top_p=0.9, temperature=0.7)
     assert stream(runs, c) == alone(peer, LLAMA, PROMPT_A, 8)
     assert stream(runs, a) != stream(runs, b) != stream(runs, c)
+
+
+@BOTH
+@pytest.mark.parametrize("admitted", [True, False], ids=["running", "waiting"])
+def test_a_cancelled_turn_keeps_what_it_had_in_the_history(og, admitted):
+    engine = og.Engine(load(og.__name__, LLAMA))
+    request = engine.create_request()
+    begin(og, request, PROMPT_A, 50)
+    runs = run_to_end(engine, steps=2) if admitted else []
+    assert request.cancel_turn(1)
+    runs += run_to_end(engine)
+    kept = stream(runs, request)
+    assert len(kept) == (2 if admitted else 0)
+    begin(og, request, [12], 3)
+    assert stream(run_to_end(engine), request) == alone(peer, LLAMA, PROMPT_A + kept + [12], 3)
+
+
+@OURS
+def test_turn_options_of_another_request_are_refused(og):
+    engine = og.Engine(load(og.__name__, LLAMA))
+    mine, other = engine.create_request(), engine.create_request()
+    with pytest.raises(og.GentwinError, match="another Request"):
+        mine.begin_turn(np.array(PROMPT_A, dtype=np.int32), og.TurnOptions(other))
+    assert not engine.has_pending_requests()
