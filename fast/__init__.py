@@ -15,6 +15,10 @@ import onnxruntime
 from gentwin import api, devices
 from gentwin.fast import decoder, encoder_decoder, search, speculative
 from gentwin.public import *  # noqa: F403 - the engine-neutral names
+# The Engine's names: exported, and in __all__ once README's Compatibility table says they are.
+from gentwin.engine import (  # noqa: F401
+    Engine, EngineCapabilities, EngineErrorCode, EngineEvent, EngineEventBuffer, EngineEventFlags, FinishReason,
+    Request, RequestOptions, TurnOptions, TurnUsage)
 from gentwin.public import __all__ as PUBLIC_NAMES
 
 
