@@ -15,10 +15,9 @@ import onnxruntime
 from gentwin import api, devices
 from gentwin.fast import decoder, encoder_decoder, search, speculative
 from gentwin.public import *  # noqa: F403 - the engine-neutral names
-# The Engine's names: exported, and in __all__ once README's Compatibility table says they are.
-from gentwin.engine import (  # noqa: F401
-    Engine, EngineCapabilities, EngineErrorCode, EngineEvent, EngineEventBuffer, EngineEventFlags, FinishReason,
-    Request, RequestOptions, TurnOptions, TurnUsage)
+from gentwin.engine import (  # noqa: F401 - the Engine's names, in ENGINE_NAMES
+    ENGINE_NAMES, Engine, EngineCapabilities, EngineErrorCode, EngineEvent, EngineEventBuffer, EngineEventFlags,
+    FinishReason, Request, RequestOptions, TurnOptions, TurnUsage)
 from gentwin.public import __all__ as PUBLIC_NAMES
 
 
@@ -39,4 +38,4 @@ class Model(api.Model):
 is_cuda_available, is_dml_available, is_openvino_available, is_qnn_available, is_webgpu_available = (
     devices.device_checks(usable_providers=onnxruntime.get_available_providers()))
 
-__all__ = [*PUBLIC_NAMES, "Model", *devices.DeviceChecks._fields]
+__all__ = [*PUBLIC_NAMES, *ENGINE_NAMES, "Model", *devices.DeviceChecks._fields]

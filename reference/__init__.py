@@ -12,10 +12,9 @@ always runs on the CPU, and is_cuda_available() and the other device checks say 
 
 from gentwin import api, devices
 from gentwin.public import *  # noqa: F403 - the engine-neutral names
-# The Engine's names: exported, and in __all__ once README's Compatibility table says they are.
-from gentwin.engine import (  # noqa: F401
-    Engine, EngineCapabilities, EngineErrorCode, EngineEvent, EngineEventBuffer, EngineEventFlags, FinishReason,
-    Request, RequestOptions, TurnOptions, TurnUsage)
+from gentwin.engine import (  # noqa: F401 - the Engine's names, in ENGINE_NAMES
+    ENGINE_NAMES, Engine, EngineCapabilities, EngineErrorCode, EngineEvent, EngineEventBuffer, EngineEventFlags,
+    FinishReason, Request, RequestOptions, TurnOptions, TurnUsage)
 from gentwin.public import __all__ as PUBLIC_NAMES
 from gentwin.reference import decoder, encoder_decoder, search, speculative
 
@@ -34,4 +33,4 @@ class Model(api.Model):
 is_cuda_available, is_dml_available, is_openvino_available, is_qnn_available, is_webgpu_available = (
     devices.device_checks(usable_providers=()))
 
-__all__ = [*PUBLIC_NAMES, "Model", *devices.DeviceChecks._fields]
+__all__ = [*PUBLIC_NAMES, *ENGINE_NAMES, "Model", *devices.DeviceChecks._fields]
