@@ -12,6 +12,7 @@ and the status it gives each one agrees with what gentwin.reference has.
 
 from __future__ import annotations
 
+import enum
 import functools
 import io
 import re
@@ -136,10 +137,16 @@ def _readme_table() -> dict[str, tuple[str, str]]:
 
 
 def _has(module, dotted: str) -> bool:
+    """Whether MODULE has DOTTED: a name, or a class's member, which may be a field every instance gets (a
+    dataclass's) or an attribute of every member of an enum (name, value)."""
     owner, _, member = dotted.partition(".")
     if not hasattr(module, owner):
         return False
-    return not member or hasattr(getattr(module, owner), member)
+    cls = getattr(module, owner)
+    instance_attributes = set(getattr(cls, "__dataclass_fields__", ()))
+    if isinstance(cls, enum.EnumMeta):
+        instance_attributes |= {"name", "value"}
+    return not member or hasattr(cls, member) or member in instance_attributes
 
 
 def test_the_readme_table_names_every_public_name_of_the_peer():
