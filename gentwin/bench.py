@@ -446,7 +446,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--system-tokens", type=int, default=1024, help="system prompt of the chat TTFT table")
     parser.add_argument("--no-speculative", action="store_true", help="without the speculative decoding rows")
-    parser.add_argument("--speculative-rounds", type=int, default=3, help="rounds of the speculative rows")
+    parser.add_argument("--speculative-rounds", type=int, default=5, help="rounds of the speculative rows")
     parser.add_argument("--speculative-new-tokens", type=int, default=64,
                         help="new tokens of the speculative rows (gentwin.reference: a quarter)")
     parser.add_argument("--worker", nargs=2, metavar=("ENGINE", "MODEL_DIR"), help=argparse.SUPPRESS)
