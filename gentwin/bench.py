@@ -70,8 +70,9 @@ while os.getppid() == int(sys.argv[1]):
 
 def time_one_generation(og, model, prompt: np.ndarray, new_tokens: int, speculative: dict | None = None) -> dict:
     """Seconds to the first generated token (ttft_s), and decode tokens per second after it (decode_tps, up to
-    NEW_TOKENS, fewer if the model ends the sequence); with SPECULATIVE options (or a model with a draft), also
-    the share of the draft tokens judged that the target accepted (acceptance)."""
+    NEW_TOKENS, fewer if the model ends the sequence); with SPECULATIVE options (a dict, empty or not: a model
+    with a draft drafts without any), also the share of the draft tokens judged that the target accepted
+    (acceptance)."""
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=prompt.shape[1] + new_tokens + 1)
     if speculative:
@@ -93,15 +94,14 @@ def time_one_generation(og, model, prompt: np.ndarray, new_tokens: int, speculat
 
 
 def serve(engine: str, model_dir: str, prompt_length: int, new_tokens: int, draft_dir: str | None) -> None:
-    """The worker's loop: load the model (and DRAFT_DIR's, the model with a draft), say "ready", then time one
-    generation for every "run" line on stdin: of the bench's random prompt, or, for "run" and a JSON request,
-    of its text with its drafting (see `speculative_request`); on "quit", report the process's peak resident
-    memory."""
+    """The worker's loop: load the model (and DRAFT_DIR's, the model with a draft, for the speculative rows),
+    say "ready", then time one generation for every "run" line on stdin: of the bench's random prompt, or, for
+    "run" and a JSON request, of its text with its drafting (see `speculative_rows`); on "quit", report the
+    process's peak resident memory."""
     og = importlib.import_module(engine)
     models = {"none": og.Model(model_dir)}
-    models["n-gram"] = models["none"]
     if draft_dir:
-        models["draft model"] = og.Model(draft_dir)
+        models["n-gram"], models["draft model"] = models["none"], og.Model(draft_dir)
     prompt = np.random.default_rng(0).integers(3, 500, size=(1, prompt_length)).astype(np.int32)
     for drafting, model in models.items():  # first-run allocations and caches
         time_one_generation(og, model, prompt, 4, SPECULATIVE_OPTIONS.get(drafting))
