@@ -436,7 +436,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", nargs="+", default=ENGINES[1:], help="gentwin engines, next to the peer")
     parser.add_argument("--quick", action="store_true", help="the smallest fixture, two rounds: seconds")
-    parser.add_argument("--no-real-model", action="store_true", help="only the bench fixtures")
+    parser.add_argument("--no-real-model", action="store_true", help="only the bench fixtures (the speculative rows: the committed llama fixtures)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--prompt-length", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -475,7 +475,7 @@ def main(argv=None) -> int:
     print(f"\nplot: {args.plot}")
     speculative = []
     if not args.no_speculative:
-        target, draft = (QUICK_MODEL, QUICK_DRAFT) if args.quick else real_models()
+        target, draft = (QUICK_MODEL, QUICK_DRAFT) if args.quick or args.no_real_model else real_models()
         rounds, new_tokens = (1, 8) if args.quick else (args.speculative_rounds, args.speculative_new_tokens)
         speculative = speculative_rows(target, draft, engines, rounds, new_tokens)
         print("\n" + speculative_table(speculative), flush=True)
