@@ -15,10 +15,15 @@ How it measures:
 - besides the engines at their defaults, gentwin.fast with one intra-op thread per logical CPU (where that
   is more than the peer's half of them), with onnxruntime's spinning workers and without: what more threads
   give on an idle machine and cost on a busy one;
+- then speculative decoding on SmolLM2 fp32 (idle, one worker per engine): no drafts, n-gram drafts and
+  drafts from SmolLM2 int4 as a draft model, on a prompt whose answer repeats (code quoted back) and on one
+  whose answer does not (a story), each engine with the same options, in turn; decode tokens/s, the share of
+  drafts accepted, and the ratios to the engine without drafts and to the peer with the same drafting
+  (`--no-speculative` leaves it out; gentwin.reference generates a quarter of the tokens);
 - last, gentwin.fast's host work per token (everything but the session run, in CPU time of the calling
   thread, one intra-op thread), on a fixture whose session run takes almost nothing.
 
-`--quick` runs it all on the smallest fixture in a few seconds (the test of this file). The plot (matplotlib)
+`--quick` runs it all on the smallest fixtures in seconds (the test of this file; llama-int4 drafts there). The plot (matplotlib)
 shows decode tokens/s per model, condition and engine.
 """
 
@@ -42,6 +47,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 BENCH_MODELS = REPO / "bench-models"
 QUICK_MODEL = REPO / "fixtures" / "models" / "llama-fp32"
+QUICK_DRAFT = REPO / "fixtures" / "models" / "llama-int4"
 DEFAULT_PLOT = REPO / "docs" / "bench.png"
 PEER = "onnxruntime_genai"
 ENGINES = [PEER, "gentwin.fast", "gentwin.reference"]
@@ -62,11 +68,15 @@ while os.getppid() == int(sys.argv[1]):
 # -- the worker: one engine, one model, in its own process ---------------------------------------------------
 
 
-def time_one_generation(og, model, prompt: np.ndarray, new_tokens: int) -> tuple[float, float]:
-    """Seconds to the first generated token, and decode tokens per second after it (up to NEW_TOKENS, fewer
-    if the model ends the sequence)."""
+def time_one_generation(og, model, prompt: np.ndarray, new_tokens: int, speculative: dict | None = None) -> dict:
+    """Seconds to the first generated token (ttft_s), and decode tokens per second after it (decode_tps, up to
+    NEW_TOKENS, fewer if the model ends the sequence); with SPECULATIVE options (a dict, empty or not: a model
+    with a draft drafts without any), also the share of the draft tokens judged that the target accepted
+    (acceptance)."""
     params = og.GeneratorParams(model)
     params.set_search_options(max_length=prompt.shape[1] + new_tokens + 1)
+    if speculative:
+        params.set_speculative_options(**speculative)
     generator = og.Generator(model, params)
     start = time.perf_counter()
     generator.append_tokens(prompt)
@@ -77,23 +87,39 @@ def time_one_generation(og, model, prompt: np.ndarray, new_tokens: int) -> tuple
         generator.generate_next_token()
         decoded += 1
     end = time.perf_counter()
-    return first - start, decoded / (end - first) if decoded else float("nan")
+    timing = {"ttft_s": first - start, "decode_tps": decoded / (end - first) if decoded else float("nan")}
+    if speculative is not None:
+        timing["acceptance"] = generator.get_speculative_stats()["acceptance_rate"]
+    return timing
 
 
-def serve(engine: str, model_dir: str, prompt_length: int, new_tokens: int) -> None:
-    """The worker's loop: load the model, say "ready", then time one generation for every "run" line on
-    stdin; on "quit", report the process's peak resident memory."""
+def serve(engine: str, model_dir: str, prompt_length: int, new_tokens: int, draft_dir: str | None) -> None:
+    """The worker's loop: load the model (and DRAFT_DIR's, the model with a draft, for the speculative rows),
+    say "ready", then time one generation for every "run" line on stdin: of the bench's random prompt, or, for
+    "run" and a JSON request, of its text with its drafting (see `speculative_rows`); on "quit", report the
+    process's peak resident memory."""
     og = importlib.import_module(engine)
-    model = og.Model(model_dir)
+    models = {"none": og.Model(model_dir)}
+    if draft_dir:
+        models["n-gram"], models["draft model"] = models["none"], og.Model(draft_dir)
     prompt = np.random.default_rng(0).integers(3, 500, size=(1, prompt_length)).astype(np.int32)
-    time_one_generation(og, model, prompt, 4)  # first-run allocations and caches
+    for drafting, model in models.items():  # first-run allocations and caches
+        time_one_generation(og, model, prompt, 4, SPECULATIVE_OPTIONS.get(drafting))
+    tokenizer = og.Tokenizer(models["none"])
+    context_length = json.loads((Path(model_dir) / "genai_config.json").read_text())["model"]["context_length"]
     reply({"ready": True})
     for command in sys.stdin:
-        if command.strip() == "run":
-            ttft, decode = time_one_generation(og, model, prompt, new_tokens)
-            reply({"ttft_s": ttft, "decode_tps": decode})
-        else:
+        verb, _, request = command.strip().partition(" ")
+        if verb != "run":
             break
+        if not request:
+            reply(time_one_generation(og, models["none"], prompt, new_tokens))
+            continue
+        request = json.loads(request)
+        room = context_length - request["new_tokens"] - 1  # the fixtures' contexts are short: the text's end
+        tokens = np.asarray(tokenizer.encode(request["text"]), dtype=np.int32)[None, -room:]   # [1, S]
+        reply(time_one_generation(og, models[request["drafting"]], tokens, request["new_tokens"],
+                                  SPECULATIVE_OPTIONS.get(request["drafting"])))
     reply({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})  # Linux: KiB
 
 
@@ -104,9 +130,11 @@ def reply(message: dict) -> None:
 class Worker:
     """A worker subprocess for ENGINE on MODEL_DIR, driven over its stdin and stdout."""
 
-    def __init__(self, engine: str, model_dir: Path, prompt_length: int, new_tokens: int):
+    def __init__(self, engine: str, model_dir: Path, prompt_length: int, new_tokens: int,
+                 draft_dir: Path | None = None):
+        draft = ["--draft-model", str(draft_dir)] if draft_dir else []
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gentwin.bench", "--worker", engine, str(model_dir),
+            [sys.executable, "-m", "gentwin.bench", "--worker", engine, str(model_dir), *draft,
              "--prompt-length", str(prompt_length), "--new-tokens", str(new_tokens)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO)
 
@@ -120,8 +148,8 @@ class Worker:
         self.process.stdin.write(command + "\n")
         self.process.stdin.flush()
 
-    def run(self) -> dict:
-        self.send("run")
+    def run(self, request: dict | None = None) -> dict:
+        self.send("run" if request is None else "run " + json.dumps(request))
         return self.receive()
 
     def quit(self) -> float:
@@ -304,11 +332,111 @@ def host_work_per_token(model_dir: Path, tokens: int) -> dict:
                 "fast_host_us": 1e6 * (fast_step - statistics.median(session_cpu))}
 
 
+# -- speculative decoding: drafts from n-grams of the sequence, or from a draft model -------------------------
+
+# Code quoted back (a small model, it soon repeats itself instead), which n-gram lookup drafts well, and a
+# story, which it rarely can: what follows an n-gram there is seldom what the model writes next. SmolLM2's chat
+# format, written out: the fixtures of --quick have no chat template.
+SPECULATIVE_PROMPTS = {
+    "repetitive": """<|im_start|>user
+Copy this function exactly, without any change:
+```python
+def moving_average(values, window):
+    totals, averages = 0.0, []
+    for index, value in enumerate(values):
+        totals += value
+        if index >= window:
+            totals -= values[index - window]
+        if index >= window - 1:
+            averages.append(totals / window)
+    return averages
+```<|im_end|>
+<|im_start|>assistant
+```python
+""",
+    "non-repetitive": "<|im_start|>user\nTell me a story about a village at the edge of a forest.<|im_end|>\n"
+                      "<|im_start|>assistant\n",
+}
+# The same options for both prompts: an adaptive width from 4 (it probes wider while drafts are accepted,
+# narrower while they are not), and a cooldown after rounds that accept nothing.
+SPECULATIVE_OPTIONS = {"n-gram": dict(ngram_size=3, min_adaptive_k=4, cooldown=True),
+                       "draft model": dict(max_draft_tokens=4)}
+DRAFTINGS = ("none", "n-gram", "draft model")
+
+
+@contextlib.contextmanager
+def with_draft_model(target: Path, draft: Path):
+    """TARGET's model with DRAFT's decoder as its genai_config.json's model.draft: a temporary folder of links,
+    DRAFT's files in draft/."""
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / f"{target.name}+draft"
+        (copy / "draft").mkdir(parents=True)
+        for item in target.iterdir():
+            if item.name != "genai_config.json":
+                (copy / item.name).symlink_to(item.resolve())
+        draft_block = json.loads((draft / "genai_config.json").read_text())["model"]["decoder"]
+        for name in {draft_block["filename"], draft_block["filename"] + ".data"}:
+            if (draft / name).exists():
+                (copy / "draft" / name).symlink_to((draft / name).resolve())
+        draft_block["filename"] = "draft/" + draft_block["filename"]
+        config = json.loads((target / "genai_config.json").read_text())
+        config["model"]["draft"] = draft_block
+        (copy / "genai_config.json").write_text(json.dumps(config))
+        yield copy
+
+
+def speculative_rows(target: Path, draft: Path, engines: list[str], rounds: int, new_tokens: int) -> list[dict]:
+    """One row per prompt, drafting and engine: the medians of ROUNDS rounds, each of one generation per
+    prompt, drafting and engine in turn, idle. gentwin.reference generates a quarter of NEW_TOKENS."""
+    with with_draft_model(target, draft) as with_draft:
+        workers = {engine: Worker(engine, target, 8, 4, with_draft) for engine in engines}
+        try:
+            for worker in workers.values():
+                worker.receive()  # ready: loaded and warmed up
+            runs = {(prompt, drafting, engine): [] for prompt in SPECULATIVE_PROMPTS for drafting in DRAFTINGS
+                    for engine in engines}
+            for _ in range(rounds):
+                for prompt, drafting, engine in runs:
+                    time.sleep(PAUSE_BETWEEN_TURNS)
+                    tokens = max(4, new_tokens // 4) if engine == "gentwin.reference" else new_tokens
+                    request = {"text": SPECULATIVE_PROMPTS[prompt], "drafting": drafting, "new_tokens": tokens}
+                    runs[prompt, drafting, engine].append(workers[engine].run(request))
+        finally:
+            for worker in workers.values():
+                worker.quit()
+    rows = [{"model": target.name, "draft": draft.name, "prompt": prompt, "drafting": drafting, "engine": engine,
+             "decode_tps": statistics.median(run["decode_tps"] for run in timings),
+             "acceptance": statistics.median(run["acceptance"] for run in timings) if drafting != "none" else None}
+            for (prompt, drafting, engine), timings in runs.items()]
+    speed = {(row["prompt"], row["drafting"], row["engine"]): row["decode_tps"] for row in rows}
+    for row in rows:
+        row["vs_no_drafts"] = row["decode_tps"] / speed[row["prompt"], "none", row["engine"]]
+        row["vs_peer"] = row["decode_tps"] / speed[row["prompt"], row["drafting"], PEER]
+    return rows
+
+
+SPECULATIVE_COLUMNS = [("prompt", "prompt", "{}"), ("drafting", "drafting", "{}"), ("engine", "engine", "{}"),
+                       ("decode_tps", "decode tok/s", "{:.1f}"), ("acceptance", "acceptance", "{:.0%}"),
+                       ("vs_no_drafts", "vs no drafts", "{:.2f}x"), ("vs_peer", "vs peer", "{:.2f}x")]
+
+
+def speculative_table(rows: list[dict]) -> str:
+    """ROWS as one Markdown table, under a line saying what was measured."""
+    first = rows[0]
+    lines = [f"speculative decoding on {first['model']} (draft model: {first['draft']}), greedy, idle; n-gram "
+             f"options {SPECULATIVE_OPTIONS['n-gram']}, draft model {SPECULATIVE_OPTIONS['draft model']}\n",
+             "| " + " | ".join(title for _, title, _ in SPECULATIVE_COLUMNS) + " |",
+             "|" + "---|" * len(SPECULATIVE_COLUMNS)]
+    lines += ["| " + " | ".join("-" if row[key] is None else form.format(row[key])
+                                for key, _, form in SPECULATIVE_COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", nargs="+", default=ENGINES[1:], help="gentwin engines, next to the peer")
     parser.add_argument("--quick", action="store_true", help="the smallest fixture, two rounds: seconds")
-    parser.add_argument("--no-real-model", action="store_true", help="only the bench fixtures")
+    parser.add_argument("--no-real-model", action="store_true", help="only the bench fixtures (the speculative rows: the committed llama fixtures)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--prompt-length", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=32)
@@ -317,10 +445,15 @@ def main(argv=None) -> int:
     parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, help="where the PNG goes")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--system-tokens", type=int, default=1024, help="system prompt of the chat TTFT table")
+    parser.add_argument("--no-speculative", action="store_true", help="without the speculative decoding rows")
+    parser.add_argument("--speculative-rounds", type=int, default=5, help="rounds of the speculative rows")
+    parser.add_argument("--speculative-new-tokens", type=int, default=64,
+                        help="new tokens of the speculative rows (gentwin.reference: a quarter)")
     parser.add_argument("--worker", nargs=2, metavar=("ENGINE", "MODEL_DIR"), help=argparse.SUPPRESS)
+    parser.add_argument("--draft-model", help=argparse.SUPPRESS)  # the worker's model with a draft
     args = parser.parse_args(argv)
     if args.worker:
-        serve(*args.worker, args.prompt_length, args.new_tokens)
+        serve(*args.worker, args.prompt_length, args.new_tokens, args.draft_model)
         return 0
 
     engines = [PEER] + [engine for engine in args.engines if engine != PEER]
@@ -340,8 +473,14 @@ def main(argv=None) -> int:
     print("\n" + table(rows), flush=True)
     plot(rows, args.plot)
     print(f"\nplot: {args.plot}")
+    speculative = []
+    if not args.no_speculative:
+        target, draft = (QUICK_MODEL, QUICK_DRAFT) if args.quick or args.no_real_model else real_models()
+        rounds, new_tokens = (1, 8) if args.quick else (args.speculative_rounds, args.speculative_new_tokens)
+        speculative = speculative_rows(target, draft, engines, rounds, new_tokens)
+        print("\n" + speculative_table(speculative), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
+        args.json.write_text(json.dumps({"rows": rows, "speculative": speculative}, indent=1))
 
     host = host_work_per_token(QUICK_MODEL, 8 if args.quick else 100)
     print(f"\nper decoded token on {QUICK_MODEL.name} (2 layers, hidden 64), CPU time, one intra-op thread: "

@@ -64,7 +64,8 @@ def test_quick_bench_prints_its_table_and_writes_its_plot(tmp_path):
     plot, rows_file = tmp_path / "bench.png", tmp_path / "rows.json"
     result = subprocess.run([sys.executable, "-m", "gentwin.bench", "--quick", "--plot", str(plot),
                              "--json", str(rows_file)], capture_output=True, text=True, check=True)
-    rows = json.loads(rows_file.read_text())
+    written = json.loads(rows_file.read_text())
+    rows, speculative = written["rows"], written["speculative"]
     measured = {(row["condition"], row["engine"]) for row in rows}
     assert {(condition, engine) for condition in bench.CONDITIONS for engine in bench.ENGINES} <= measured
     peer = {row["condition"]: row for row in rows if row["engine"] == bench.PEER}
@@ -75,4 +76,15 @@ def test_quick_bench_prints_its_table_and_writes_its_plot(tmp_path):
     table_rows = [line for line in result.stdout.splitlines() if line.startswith(f"| {bench.QUICK_MODEL.name} |")]
     assert len(table_rows) == len(rows)
     assert "host work" in result.stdout
+    assert {(row["prompt"], row["drafting"], row["engine"]) for row in speculative} == {
+        (prompt, drafting, engine) for prompt in bench.SPECULATIVE_PROMPTS for drafting in bench.DRAFTINGS
+        for engine in bench.ENGINES}
+    speed = {(row["prompt"], row["drafting"], row["engine"]): row["decode_tps"] for row in speculative}
+    for row in speculative:
+        assert row["decode_tps"] > 0 and (row["acceptance"] is None) == (row["drafting"] == "none"), row
+        assert row["acceptance"] is None or 0 <= row["acceptance"] <= 1, row
+        assert row["vs_no_drafts"] == pytest.approx(row["decode_tps"] / speed[row["prompt"], "none", row["engine"]])
+        assert row["vs_peer"] == pytest.approx(row["decode_tps"] / speed[row["prompt"], row["drafting"], bench.PEER])
+    assert len([line for line in result.stdout.splitlines()
+                if line.startswith(tuple(f"| {prompt} |" for prompt in bench.SPECULATIVE_PROMPTS))]) == len(speculative)
     assert plot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
