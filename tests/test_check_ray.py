@@ -1,0 +1,118 @@
+"""`gentwin check` on Ray (conformance/on_ray.py): a 2-worker local cluster gives the serial run's results,
+a worker killed mid-task costs a retry and no result, and the run refuses what it cannot do."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+
+import pytest
+
+from gentwin.conformance.check import Cell, check
+from gentwin.conformance.families import FAMILIES
+from gentwin.conformance.scenarios import Scenario
+from gentwin.conformance.verdict import DIVERGED, STREAM, Verdict
+from gentwin.errors import GentwinError
+from tests.conftest import FIXTURE_MODELS
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="ray is not installed (pip install 'gentwin[ray]')")
+MODELS = [FIXTURE_MODELS / "llama-fp32", FIXTURE_MODELS / "gpt2-fp32"]
+EXAMPLES = 2
+
+
+def run(tmp_path, name: str, impl: str = "gentwin.fast", **where) -> tuple[str, dict]:
+    """The printed report and the JSON results of a check on MODELS (WHERE: workers, ray_address)."""
+    out, json_file = (tmp_path / f"{name}.txt").open("w+"), tmp_path / f"{name}.json"
+    assert check(impl, "gentwin.reference", MODELS, EXAMPLES, run_seed=7, out=out, json_file=json_file, **where)
+    out.seek(0)
+    return out.read(), json.loads(json_file.read_text())
+
+
+def cells(results: dict) -> list:
+    """The cells without their timing, the one thing that differs between two runs."""
+    return [{name: value for name, value in cell.items() if name != "seconds"} for cell in results["cells"]]
+
+
+def report(printed: str) -> str:
+    """The table, the two questions and the ties, refusals and divergences: all but progress and timing."""
+    return re.sub(r"gentwin check took \d+ s\n", "", printed[printed.index("identical/diverged/tie"):])
+
+
+def progress(printed: str) -> list:
+    return re.findall(r"^  (\S+) +(\S+) .*\[(\d+)/(\d+)\]$", printed, re.MULTILINE)
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory):
+    return run(tmp_path_factory.mktemp("serial"), "serial")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A local Ray cluster of 2 workers, whose workers kill themselves once where the test impl is told to."""
+    import ray
+
+    kill_once = tmp_path_factory.mktemp("kill") / "killed"
+    os.environ["GENTWIN_KILL_ONCE"] = str(kill_once)  # the workers inherit the environment of ray.init
+    try:
+        context = ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    finally:
+        del os.environ["GENTWIN_KILL_ONCE"]
+    yield context.address_info["address"], kill_once
+    ray.shutdown()
+
+
+@needs_ray
+def test_two_workers_give_the_serial_results(serial, cluster, tmp_path):
+    address, _ = cluster
+    printed, results = run(tmp_path, "ray", ray_address=address)
+    assert cells(results) == cells(serial[1]) and results["passed"]
+    assert report(printed) == report(serial[0])
+    tasks = len(MODELS) * len(FAMILIES)
+    assert sorted(int(done) for *_, done, _ in progress(printed)) == list(range(1, tasks + 1))
+
+
+@needs_ray
+def test_a_worker_killed_mid_task_costs_a_retry_and_no_result(serial, cluster, tmp_path):
+    address, kill_once = cluster
+    printed, results = run(tmp_path, "killed", impl="tests.impl_killed_once", ray_address=address)
+    assert kill_once.read_text().isdigit()  # a worker did die, making a Generator: mid-task
+    assert cells(results) == cells(serial[1])  # every cell, once, as the serial run has it
+    finished = [(model, family) for model, family, *_ in progress(printed)]
+    assert sorted(finished) == sorted((folder.name, family.name) for folder in MODELS for family in FAMILIES)
+
+
+def diverging(case: str) -> Cell:
+    cell = Cell()
+    cell.count(Scenario(case, ((1, 2),), ()), Verdict(DIVERGED, case, STREAM))
+    cell.failure = (Scenario(case + " shrunk", ((1,),), ()), cell.found[1])  # as search leaves a shrunk one
+    return cell
+
+
+@needs_ray
+def test_only_the_first_divergence_in_the_serial_order_stays_shrunk():
+    from gentwin.conformance.on_ray import first_divergence_shrunk
+
+    merged = first_divergence_shrunk({("a", "greedy"): Cell(), ("a", "beam"): diverging("first"),
+                                      ("b", "greedy"): diverging("later")})
+    assert merged["a", "beam"].failure[0].name == "first shrunk"
+    assert merged["b", "greedy"].failure == merged["b", "greedy"].found
+    assert merged["b", "greedy"].failure[0].name == "later"
+
+
+@pytest.mark.parametrize("where, refused", [({"workers": 0}, "--workers must be 1 or more"),
+                                            ({"workers": 2, "ray_address": "auto"}, "--workers sizes")])
+def test_impossible_placements_are_refused(where, refused):
+    with pytest.raises(GentwinError, match=refused):
+        check("gentwin.fast", "gentwin.reference", MODELS, 0, **where)
+
+
+def test_asking_for_ray_without_it_installed_is_refused(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "ray" else
+                        real_find_spec(name, *rest))
+    with pytest.raises(GentwinError, match=r"not installed \(pip install 'gentwin\[ray\]'\)"):
+        check("gentwin.fast", "gentwin.reference", MODELS, 0, workers=2)
