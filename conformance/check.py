@@ -16,6 +16,8 @@ that needs ties often is not close enough. On a model that rounds activations to
 computes in half precision, two correct implementations' logits differ by up to the rounding's reach, ties are
 common on deep models (SmolLM2-135M int4: 12 of 13 streams part), and each tie has passed both questions, so
 they are reported and not budgeted.
+
+With --workers N (N > 1) or --ray-address the cells are tasks on Ray (on_ray.py), with the serial run's results.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ class Cell:
     ties: list = field(default_factory=list)         # [(scenario, verdict)]
     refusals: list = field(default_factory=list)     # [(scenario, verdict)]: both sides refused alike
     failure: tuple | None = None                      # (scenario, verdict): the minimal divergence found
-    found: tuple | None = None                        # ... the same as first found, before any shrinking
+    found: tuple | None = None                        # ... as first found, before shrinking (see on_ray.py)
     seconds: float = 0.0
     logit_rows: int = 0                               # the model question: rows of logits compared
     worst: float = 0.0                                # ... the largest error as a fraction of its bound
@@ -202,8 +204,8 @@ def check(impl_name: str, oracle_name: str, model_dirs: list[Path], examples: in
     """Check IMPL_NAME against ORACLE_NAME on every model; print progress, the table, reproductions of any
     divergence and the ties (to OUT, sys.stdout by default), and write them to JSON_FILE as JSON where given;
     return True when nothing diverged and the ties are few enough. With WORKERS above 1 the cells are played
-    on a local Ray cluster of that many CPUs started here, with RAY_ADDRESS on that cluster (on_ray.py); the
-    results are the serial run's."""
+    on a local Ray cluster of that many CPUs started here, with RAY_ADDRESS on the running cluster there
+    (on_ray.py); the results are the serial run's."""
     out = out or sys.stdout
     if examples < 0:
         raise GentwinError(f"--examples must be 0 or more, got {examples}")

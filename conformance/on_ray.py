@@ -82,8 +82,9 @@ def check_cells(impl_name: str, oracle_name: str, model_dirs: list[Path], exampl
         model, family = pending.pop(done)
         try:
             cells[model, family] = ray.get(done)
-        except ray.exceptions.RayActorError as error:  # its worker died more than RETRIES times
-            raise GentwinError(f"the Ray worker checking {model} / {family} died {RETRIES + 1} times: {error}") from error
+        except ray.exceptions.RayActorError as error:  # its worker died once more than it is restarted
+            raise GentwinError(f"the Ray worker checking {model} / {family} is gone (Ray restarts a dead one "
+                               f"{RETRIES} times): {error}") from error
         progress(model, family, cells[model, family], len(cells), total)
         left[model] -= 1
         if not left[model]:

@@ -1,5 +1,6 @@
 """`gentwin check` on Ray (conformance/on_ray.py): a 2-worker local cluster gives the serial run's results,
-a worker killed mid-task costs a retry and no result, and the run refuses what it cannot do."""
+a worker killed mid-task costs a retry and no result, and the run refuses what it cannot do; the sweep's
+play stage (tools/sweep/play.py) on Ray gives its serial table."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import re
 
 import pytest
 
+from gentwin.cli import main
 from gentwin.conformance.check import Cell, check
 from gentwin.conformance.families import FAMILIES
 from gentwin.conformance.scenarios import Scenario
@@ -20,13 +22,13 @@ from tests.conftest import FIXTURE_MODELS
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
                                reason="ray is not installed (pip install 'gentwin[ray]')")
 MODELS = [FIXTURE_MODELS / "llama-fp32", FIXTURE_MODELS / "gpt2-fp32"]
-EXAMPLES = 2
+EXAMPLES, SEED = 2, 7
 
 
 def run(tmp_path, name: str, impl: str = "gentwin.fast", **where) -> tuple[str, dict]:
     """The printed report and the JSON results of a check on MODELS (WHERE: workers, ray_address)."""
     out, json_file = (tmp_path / f"{name}.txt").open("w+"), tmp_path / f"{name}.json"
-    assert check(impl, "gentwin.reference", MODELS, EXAMPLES, run_seed=7, out=out, json_file=json_file, **where)
+    assert check(impl, "gentwin.reference", MODELS, EXAMPLES, run_seed=SEED, out=out, json_file=json_file, **where)
     out.seek(0)
     return out.read(), json.loads(json_file.read_text())
 
@@ -52,7 +54,8 @@ def serial(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """A local Ray cluster of 2 workers, whose workers kill themselves once where the test impl is told to."""
+    """A local Ray cluster of 2 workers, whose workers kill themselves once where the test impl is told to; a
+    run joins it by its address (--ray-address)."""
     import ray
 
     kill_once = tmp_path_factory.mktemp("kill") / "killed"
@@ -66,9 +69,13 @@ def cluster(tmp_path_factory):
 
 
 @needs_ray
-def test_two_workers_give_the_serial_results(serial, cluster, tmp_path):
-    address, _ = cluster
-    printed, results = run(tmp_path, "ray", ray_address=address)
+def test_two_workers_started_here_give_the_serial_results(serial, tmp_path, capsys):
+    models = [arg for folder in MODELS for arg in ("--model", str(folder))]
+    json_file = tmp_path / "ray.json"
+    assert main(["check", *models, "--examples", str(EXAMPLES), "--seed", str(SEED), "--workers", "2",
+                 "--json", str(json_file)]) == 0
+    printed, results = capsys.readouterr().out, json.loads(json_file.read_text())
+    assert "on a local Ray cluster of 2 workers" in printed
     assert cells(results) == cells(serial[1]) and results["passed"]
     assert report(printed) == report(serial[0])
     tasks = len(MODELS) * len(FAMILIES)
@@ -83,6 +90,25 @@ def test_a_worker_killed_mid_task_costs_a_retry_and_no_result(serial, cluster, t
     assert cells(results) == cells(serial[1])  # every cell, once, as the serial run has it
     finished = [(model, family) for model, family, *_ in progress(printed)]
     assert sorted(finished) == sorted((folder.name, family.name) for folder in MODELS for family in FAMILIES)
+
+
+@needs_ray
+def test_the_sweep_plays_its_folders_on_ray_as_it_does_serially(cluster, tmp_path, capsys):
+    from tools.sweep.catalogue import Build, Family
+    from tools.sweep.play import play_all
+
+    builds = [Build(Family("llama", "llama"), "fp32"), Build(Family("no-such", "llama"), "fp32")]  # one not built
+
+    def played(name: str, **where) -> tuple[str, list]:
+        play_all(builds, FIXTURE_MODELS, str(tmp_path / f"{name}.json"), **where)
+        results = json.loads((tmp_path / f"{name}.json").read_text())
+        for result in results:
+            (result["report"] or {}).pop("seconds", None)
+        return capsys.readouterr().out.split("\n\n", 1)[1], results
+
+    table, results = played("serial")
+    assert [result["fast"] for result in results] == ["identical", "-"]
+    assert played("ray", ray_address=cluster[0]) == (table, results)
 
 
 def diverging(case: str) -> Cell:
