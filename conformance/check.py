@@ -76,7 +76,6 @@ class Cell:
     ties: list = field(default_factory=list)         # [(scenario, verdict)]
     refusals: list = field(default_factory=list)     # [(scenario, verdict)]: both sides refused alike
     failure: tuple | None = None                      # (scenario, verdict): the minimal divergence found
-    found: tuple | None = None                        # ... as first found, before shrinking (see on_ray.py)
     seconds: float = 0.0
     logit_rows: int = 0                               # the model question: rows of logits compared
     worst: float = 0.0                                # ... the largest error as a fraction of its bound
@@ -97,7 +96,7 @@ class Cell:
         if verdict.outcome == DIVERGED:
             self.diverged_in[verdict.diverged_in] = self.diverged_in.get(verdict.diverged_in, 0) + 1
             if self.failure is None:
-                self.failure = self.found = (scenario, verdict)
+                self.failure = (scenario, verdict)
 
     @property
     def played(self) -> int:

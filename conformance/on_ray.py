@@ -6,10 +6,10 @@ the same path. A cell's scenarios depend only on the run's seed, the folder's na
 (check._cell_seed), so a task gives the cell the serial run gives, whichever worker plays it and whenever.
 
 One thing in the serial run depends on order: only the run's first divergence is shrunk. A task cannot know
-whether a cell before it diverges, so every task shrinks the divergence it finds and also keeps it as first
-found (Cell.found); once all are in, the first cell in the serial order keeps its shrunk one and every later
-cell reports its divergence as found, as the serial run does. A diverging task therefore spends up to
-check.SHRINK_SECONDS more than it would serially, on its own worker.
+whether a cell before it diverges, so the tasks do not shrink; once all are in, the first cell in the serial
+order that diverged is played again by a task that shrinks what it finds, as the serial run did. That costs
+one cell more (at most its time and check.SHRINK_SECONDS), where shrinking in every task that diverges would
+cost SHRINK_SECONDS per diverging cell: a broken implementation still fails about as fast as a sound one passes.
 
 A worker that dies mid-task (killed, out of memory, its machine gone) is Ray's to handle: the actor is
 restarted (max_restarts), reloading its model, and the task is retried on it (max_task_retries); a task is
@@ -42,12 +42,9 @@ class ModelChecker:
         for module in (self.impl, self.oracle):
             _loaded(module, self.folder)
 
-    def check(self, family_name: str, examples: int, run_seed: int) -> Cell:
+    def check(self, family_name: str, examples: int, run_seed: int, shrink: bool) -> Cell:
         family = next(family for family in FAMILIES if family.name == family_name)
-        return check_model(self.impl, self.oracle, self.folder, family, examples, run_seed, shrink=True)
-
-    def pid(self) -> int:
-        return os.getpid()
+        return check_model(self.impl, self.oracle, self.folder, family, examples, run_seed, shrink)
 
 
 def connect(address: str | None, workers: int) -> bool:
@@ -69,36 +66,38 @@ def check_cells(impl_name: str, oracle_name: str, model_dirs: list[Path], exampl
                 progress) -> dict:
     """The cells of every model x family, in the serial run's order, played on the connected Ray cluster;
     PROGRESS(model, family, cell, done, total) as each task finishes."""
+    folders = {folder.name: folder for folder in model_dirs}
     checkers, pending = {}, {}
-    for folder in model_dirs:
-        checker = ModelChecker.remote(impl_name, oracle_name, str(folder.resolve()), os.getcwd())
-        checkers[folder.name] = checker
+    for model, folder in folders.items():
+        checkers[model] = checker(impl_name, oracle_name, folder)
         for family in FAMILIES:
-            pending[checker.check.remote(family.name, examples, run_seed)] = folder.name, family.name
+            pending[checkers[model].check.remote(family.name, examples, run_seed, False)] = model, family.name
     total, cells = len(pending), {}
     left = {model: len(FAMILIES) for model in checkers}
     while pending:
         [done], _ = ray.wait(list(pending), num_returns=1)
         model, family = pending.pop(done)
-        try:
-            cells[model, family] = ray.get(done)
-        except ray.exceptions.RayActorError as error:  # its worker died once more than it is restarted
-            raise GentwinError(f"the Ray worker checking {model} / {family} is gone (Ray restarts a dead one "
-                               f"{RETRIES} times): {error}") from error
+        cells[model, family] = result(done, model, family)
         progress(model, family, cells[model, family], len(cells), total)
         left[model] -= 1
         if not left[model]:
             ray.kill(checkers.pop(model))  # frees its CPU for a model still waiting for one
-    ordered = {(folder.name, family.name): cells[folder.name, family.name]
-               for folder in model_dirs for family in FAMILIES}
-    return first_divergence_shrunk(ordered)
+    ordered = {(model, family.name): cells[model, family.name] for model in folders for family in FAMILIES}
+    first = next((key for key, cell in ordered.items() if cell.failure), None)
+    if first:
+        model, family = first
+        shrinking = checker(impl_name, oracle_name, folders[model]).check.remote(family, examples, run_seed, True)
+        ordered[first] = result(shrinking, model, family)
+    return ordered
 
 
-def first_divergence_shrunk(cells: dict) -> dict:
-    """CELLS (in the serial order) as the serial run reports them: the first divergence shrunk, later ones as
-    found."""
-    first = next((key for key, cell in cells.items() if cell.failure), None)
-    keys = list(cells)
-    for key in keys[keys.index(first) + 1:] if first else ():
-        cells[key].failure = cells[key].found
-    return cells
+def checker(impl_name: str, oracle_name: str, folder: Path):
+    return ModelChecker.remote(impl_name, oracle_name, str(folder.resolve()), os.getcwd())
+
+
+def result(task, model: str, family: str) -> Cell:
+    try:
+        return ray.get(task)
+    except ray.exceptions.RayActorError as error:  # its worker died once more than it is restarted
+        raise GentwinError(f"the Ray worker checking {model} / {family} is gone (Ray restarts a dead one "
+                           f"{RETRIES} times): {error}") from error

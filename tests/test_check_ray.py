@@ -1,5 +1,6 @@
 """`gentwin check` on Ray (conformance/on_ray.py): a 2-worker local cluster gives the serial run's results,
-a worker killed mid-task costs a retry and no result, and the run refuses what it cannot do; the sweep's
+a worker killed mid-task costs a retry and no result, a broken implementation's divergences are the serial
+run's, and the run refuses what it cannot do; the sweep's
 play stage (tools/sweep/play.py) on Ray gives its serial table."""
 
 from __future__ import annotations
@@ -12,10 +13,8 @@ import re
 import pytest
 
 from gentwin.cli import main
-from gentwin.conformance.check import Cell, check
+from gentwin.conformance.check import check
 from gentwin.conformance.families import FAMILIES
-from gentwin.conformance.scenarios import Scenario
-from gentwin.conformance.verdict import DIVERGED, STREAM, Verdict
 from gentwin.errors import GentwinError
 from tests.conftest import FIXTURE_MODELS
 
@@ -111,22 +110,21 @@ def test_the_sweep_plays_its_folders_on_ray_as_it_does_serially(cluster, tmp_pat
     assert played("ray", ray_address=cluster[0]) == (table, results)
 
 
-def diverging(case: str) -> Cell:
-    cell = Cell()
-    cell.count(Scenario(case, ((1, 2),), ()), Verdict(DIVERGED, case, STREAM))
-    cell.failure = (Scenario(case + " shrunk", ((1,),), ()), cell.found[1])  # as search leaves a shrunk one
-    return cell
-
-
 @needs_ray
-def test_only_the_first_divergence_in_the_serial_order_stays_shrunk():
-    from gentwin.conformance.on_ray import first_divergence_shrunk
+def test_a_broken_implementation_gets_the_serial_divergences(cluster, tmp_path):
+    """The first divergence (of the fixed battery here, so nothing to shrink: the same on both) is played again
+    by a shrinking task; the later ones are reported as found, as the serial run reports them."""
+    broken = "tests.broken_impls.top_k_off_by_one"
 
-    merged = first_divergence_shrunk({("a", "greedy"): Cell(), ("a", "beam"): diverging("first"),
-                                      ("b", "greedy"): diverging("later")})
-    assert merged["a", "beam"].failure[0].name == "first shrunk"
-    assert merged["b", "greedy"].failure == merged["b", "greedy"].found
-    assert merged["b", "greedy"].failure[0].name == "later"
+    def cells_of(name: str, **where) -> list:
+        json_file = tmp_path / f"{name}.json"
+        assert not check(broken, "gentwin.reference", [FIXTURE_MODELS / "llama-fp32"], 10, run_seed=SEED,
+                         out=(tmp_path / name).open("w"), json_file=json_file, **where)
+        return cells(json.loads(json_file.read_text()))
+
+    serial = cells_of("serial")
+    assert sum(bool(cell["failure"]) for cell in serial) > 1
+    assert cells_of("ray", ray_address=cluster[0]) == serial
 
 
 @pytest.mark.parametrize("where, refused", [({"workers": 0}, "--workers must be 1 or more"),
