@@ -16,12 +16,16 @@ that needs ties often is not close enough. On a model that rounds activations to
 computes in half precision, two correct implementations' logits differ by up to the rounding's reach, ties are
 common on deep models (SmolLM2-135M int4: 12 of 13 streams part), and each tie has passed both questions, so
 they are reported and not budgeted.
+
+With --workers N (N > 1) or --ray-address the cells are tasks on Ray (on_ray.py), with the serial run's results.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
+import json
 import os
 import sys
 import time
@@ -194,28 +198,77 @@ def _cell_seed(run_seed: int, folder: Path, family: Family) -> int:
 
 
 def check(impl_name: str, oracle_name: str, model_dirs: list[Path], examples: int = DEFAULT_EXAMPLES,
-          run_seed: int = 0, out=None) -> bool:
+          run_seed: int = 0, out=None, workers: int = 1, ray_address: str | None = None,
+          json_file: Path | None = None) -> bool:
     """Check IMPL_NAME against ORACLE_NAME on every model; print progress, the table, reproductions of any
-    divergence and the ties (to OUT, sys.stdout by default); return True when nothing diverged and the ties
-    are few enough."""
+    divergence and the ties (to OUT, sys.stdout by default), and write them to JSON_FILE as JSON where given;
+    return True when nothing diverged and the ties are few enough. With WORKERS above 1 the cells are played
+    on a local Ray cluster of that many CPUs started here, with RAY_ADDRESS on the running cluster there
+    (on_ray.py); the results are the serial run's."""
     out = out or sys.stdout
     if examples < 0:
         raise GentwinError(f"--examples must be 0 or more, got {examples}")
+    distributed = uses_ray(workers, ray_address)
     started = time.perf_counter()
     impl, oracle = import_implementation(impl_name), import_implementation(oracle_name)
     print(f"gentwin check: {impl_name} against the oracle {oracle_name}, {examples} generated scenarios per "
           f"model and family (seed {run_seed})", file=out, flush=True)
-    cells = {}
-    for folder in model_dirs:
-        for family in FAMILIES:
-            shrink = not any(cell.failure for cell in cells.values())
-            cell = check_model(impl, oracle, Path(folder), family, examples, run_seed, shrink)
-            cells[Path(folder).name, family.name] = cell
-            print(f"  {Path(folder).name:<22} {family.name:<11} {_counts(cell)}  {cell.seconds:5.1f}s",
-                  file=out, flush=True)
+    model_dirs = [Path(folder) for folder in model_dirs]
+    if distributed:
+        cells = check_on_ray(impl_name, oracle_name, model_dirs, examples, run_seed, workers, ray_address, out)
+    else:
+        cells = {}
+        for folder in model_dirs:
+            for family in FAMILIES:
+                shrink = not any(cell.failure for cell in cells.values())
+                cell = check_model(impl, oracle, folder, family, examples, run_seed, shrink)
+                cells[folder.name, family.name] = cell
+                print(_progress(folder.name, family.name, cell), file=out, flush=True)
     passed = report(cells, impl_name, oracle_name, model_dirs, run_seed, out)
+    if json_file:
+        write_json(json_file, cells, impl_name, oracle_name, model_dirs, examples, run_seed)
     print(f"gentwin check took {time.perf_counter() - started:.0f} s", file=out)
     return passed
+
+
+def uses_ray(workers: int, ray_address: str | None) -> bool:
+    """Whether the run goes to Ray: on a cluster's address, or with more than one local worker. Asking for
+    either without Ray installed is an error, not a silently serial run."""
+    if workers < 1:
+        raise GentwinError(f"--workers must be 1 or more, got {workers}")
+    if ray_address and workers > 1:
+        raise GentwinError("--workers sizes the local Ray cluster; on --ray-address the cluster's own CPUs "
+                           "bound the run")
+    if not ray_address and workers == 1:
+        return False
+    if importlib.util.find_spec("ray") is None:
+        raise GentwinError("--workers above 1 and --ray-address run on Ray, which is not installed "
+                           "(pip install 'gentwin[ray]')")
+    return True
+
+
+def check_on_ray(impl_name: str, oracle_name: str, model_dirs: list[Path], examples: int, run_seed: int,
+                 workers: int, ray_address: str | None, out) -> dict:
+    import ray
+
+    from gentwin.conformance import on_ray
+
+    where = f"the Ray cluster at {ray_address}" if ray_address else f"a local Ray cluster of {workers} workers"
+    print(f"on {where}, one task per model and family", file=out, flush=True)
+
+    def progress(model: str, family: str, cell: Cell, done: int, total: int) -> None:
+        print(f"{_progress(model, family, cell)}  [{done}/{total}]", file=out, flush=True)
+
+    started_here = on_ray.connect(ray_address, workers)
+    try:
+        return on_ray.check_cells(impl_name, oracle_name, model_dirs, examples, run_seed, progress)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _progress(model: str, family: str, cell: Cell) -> str:
+    return f"  {model:<22} {family:<11} {_counts(cell)}  {cell.seconds:5.1f}s"
 
 
 def _counts(cell: Cell) -> str:
@@ -279,6 +332,31 @@ def passes(cells: dict) -> bool:
     """The run passes when nothing diverged and the ties are at most TIE_FRACTION of the scenarios played on
     the models that round only as float32 does."""
     return not any(cell.counts[DIVERGED] for cell in cells.values()) and not too_many_ties(cells)
+
+
+def write_json(path: Path, cells: dict, impl_name: str, oracle_name: str, model_dirs, examples: int,
+               run_seed: int) -> None:
+    """The run's results for machines (a CI): the run's settings and verdict, and per model x family what the
+    table and the two questions report, its ties, refusals and divergence (with its reproduction)."""
+    folders = {folder.name: folder for folder in model_dirs}
+
+    def case(scenario: Scenario, verdict: Verdict) -> dict:
+        return {"scenario": repr(scenario), "detail": verdict.detail, "diverged_in": verdict.diverged_in}
+
+    results = {
+        "impl": impl_name, "oracle": oracle_name, "examples": examples, "seed": run_seed,
+        "passed": passes(cells), "too_many_ties": too_many_ties(cells),
+        "cells": [{
+            "model": model, "family": family, **cell.counts, "seconds": round(cell.seconds, 3),
+            "logit_rows": cell.logit_rows, "worst": cell.worst, "searches": cell.searches,
+            "diverged_in": cell.diverged_in, "ties_budgeted": cell.ties_budgeted,
+            "ties": [case(*tie) for tie in cell.ties],
+            "refusals": [case(*refused) for refused in cell.refusals],
+            "failure": cell.failure and {**case(*cell.failure), "reproduce": reproduction(
+                impl_name, oracle_name, folders[model], cell.failure[0])},
+        } for (model, family), cell in cells.items()],
+    }
+    Path(path).write_text(json.dumps(results, indent=1) + "\n")
 
 
 def reproduction(impl_name: str, oracle_name: str, folder: Path, scenario: Scenario) -> str:

@@ -104,6 +104,13 @@ def run(argv=None) -> int:
                        help="scenarios hypothesis generates per model and family, besides the fixed ones "
                             "(default 25, about a minute of CPU time on the bundled fixtures)")
     check.add_argument("--seed", type=int, default=0, help="seed of the generated scenarios (same seed, same run)")
+    check.add_argument("--workers", type=int, default=1,
+                       help="above 1: play the models and families on a local Ray cluster of N workers, started "
+                            "here (needs ray: pip install 'gentwin[ray]'); default 1, serial, without Ray")
+    check.add_argument("--ray-address", metavar="ADDRESS",
+                       help="play them on the running Ray cluster at ADDRESS ('auto': the one this machine "
+                            "belongs to); the model folders must be at the same path on its machines")
+    check.add_argument("--json", metavar="FILE", type=Path, help="also write the results to FILE as JSON")
 
     commands.add_parser("demo", help="gentwin check on SmolLM2-135M-Instruct, then a short chat with it")
 
@@ -140,7 +147,9 @@ def run(argv=None) -> int:
         from gentwin.conformance.check import DEFAULT_EXAMPLES, bundled_models, check as run_check
 
         examples = DEFAULT_EXAMPLES if args.examples is None else args.examples
-        return 0 if run_check(args.impl, args.oracle, args.model or bundled_models(), examples, args.seed) else 1
+        passed = run_check(args.impl, args.oracle, args.model or bundled_models(), examples, args.seed,
+                           workers=args.workers, ray_address=args.ray_address, json_file=args.json)
+        return 0 if passed else 1
     if args.command == "import-gguf":
         from gentwin.gguf_import import import_gguf as convert
 

@@ -79,6 +79,7 @@ def with_template(folder, template: str, tmp_path):
     (["check", "--model", FIXTURE_MODELS], ["genai_config.json", str(FIXTURE_MODELS)]),
     (["check", "--model", MODEL, "--impl", "no_such_module.engine"], ["no_such_module"]),
     (["check", "--model", MODEL, "--examples", "-1"], ["--examples"]),
+    (["check", "--model", MODEL, "--workers", "0"], ["--workers"]),
     (["chat", "/nonexistent"], ["/nonexistent", "not found"]),
     (["serve", "/nonexistent"], ["/nonexistent", "not found"]),
     (["chat", MODEL, "--engine", "bogus"], ["--engine", "'bogus'", "fast", "reference"]),

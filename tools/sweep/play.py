@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gentwin import errors
+from gentwin.conformance.check import uses_ray
 from gentwin.conformance.model_facts import ModelFacts
 from gentwin.conformance.scenarios import Scenario, greedy_battery, logits_before_each_choice
 from gentwin.conformance.verdict import Side, judge
@@ -259,17 +260,54 @@ def as_json(results: list[FolderResult]) -> list:
              **{engine: r.outcome(engine)[0] for engine in ENGINES}} for r in results]
 
 
-def play_all(selected: list[Build], root: Path, json_path: str | None) -> None:
-    results = []
-    for index, build in enumerate(selected, 1):
-        started = time.perf_counter()
-        result = run_worker(build, root)
-        results.append(result)
-        print(f"[{index}/{len(selected)}] {build.name:<28} {cell(result):<12} {time.perf_counter() - started:.0f}s",
-              flush=True)
+def play_all(selected: list[Build], root: Path, json_path: str | None, workers: int = 1,
+             ray_address: str | None = None) -> None:
+    """Play every SELECTED folder, one after the other or, with WORKERS above 1 or a RAY_ADDRESS, as Ray tasks
+    (gentwin check's rules: gentwin.conformance.check.uses_ray); the table is the same either way."""
+    def progress(done: int, build: Build, result: FolderResult, seconds: float) -> None:
+        print(f"[{done}/{len(selected)}] {build.name:<28} {cell(result):<12} {seconds:.0f}s", flush=True)
+
+    if uses_ray(workers, ray_address):
+        results = play_on_ray(selected, root, workers, ray_address, progress)
+    else:
+        results = []
+        for build in selected:
+            result, seconds = timed_worker(build, root)
+            results.append(result)
+            progress(len(results), build, result, seconds)
     print("\n" + table(results))
     if json_path:
         Path(json_path).write_text(json.dumps(as_json(results), indent=1))
+
+
+def timed_worker(build: Build, root: Path) -> tuple[FolderResult, float]:
+    started = time.perf_counter()
+    result = run_worker(build, root)
+    return result, time.perf_counter() - started
+
+
+def play_on_ray(selected: list[Build], root: Path, workers: int, ray_address: str | None, progress) -> list:
+    """run_worker on each folder as a Ray task (its own process still plays the folder, under the timeout),
+    retried by Ray where the worker running it dies; the results in SELECTED's order, PROGRESS as each ends.
+    The folders travel by path: on a cluster, ROOT must be on storage every machine sees at that path."""
+    import ray
+
+    from gentwin.conformance import on_ray
+
+    started_here = on_ray.connect(ray_address, workers)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=on_ray.RETRIES)(timed_worker)
+        pending = {task.remote(build, root): index for index, build in enumerate(selected)}
+        results = [None] * len(selected)
+        while pending:
+            [done], _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(done)
+            results[index], seconds = ray.get(done)
+            progress(len(selected) - len(pending), selected[index], results[index], seconds)
+        return results
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 if __name__ == "__main__":
