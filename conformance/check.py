@@ -29,6 +29,7 @@ import json
 import os
 import sys
 import time
+import xml.etree.ElementTree as ElementTree
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,9 +200,10 @@ def _cell_seed(run_seed: int, folder: Path, family: Family) -> int:
 
 def check(impl_name: str, oracle_name: str, model_dirs: list[Path], examples: int = DEFAULT_EXAMPLES,
           run_seed: int = 0, out=None, workers: int = 1, ray_address: str | None = None,
-          json_file: Path | None = None) -> bool:
+          json_file: Path | None = None, junit_file: Path | None = None) -> bool:
     """Check IMPL_NAME against ORACLE_NAME on every model; print progress, the table, reproductions of any
-    divergence and the ties (to OUT, sys.stdout by default), and write them to JSON_FILE as JSON where given;
+    divergence and the ties (to OUT, sys.stdout by default), and write them to JSON_FILE as JSON and to
+    JUNIT_FILE as JUnit XML where given;
     return True when nothing diverged and the ties are few enough. With WORKERS above 1 the cells are played
     on a local Ray cluster of that many CPUs started here, with RAY_ADDRESS on the running cluster there
     (on_ray.py); the results are the serial run's."""
@@ -227,6 +229,8 @@ def check(impl_name: str, oracle_name: str, model_dirs: list[Path], examples: in
     passed = report(cells, impl_name, oracle_name, model_dirs, run_seed, out)
     if json_file:
         write_json(json_file, cells, impl_name, oracle_name, model_dirs, examples, run_seed)
+    if junit_file:
+        write_junit_xml(junit_file, cells, impl_name, oracle_name, model_dirs)
     print(f"gentwin check took {time.perf_counter() - started:.0f} s", file=out)
     return passed
 
@@ -357,6 +361,35 @@ def write_json(path: Path, cells: dict, impl_name: str, oracle_name: str, model_
         } for (model, family), cell in cells.items()],
     }
     Path(path).write_text(json.dumps(results, indent=1) + "\n")
+
+
+def write_junit_xml(path: Path, cells: dict, impl_name: str, oracle_name: str, model_dirs) -> None:
+    """The run as JUnit XML, which CI systems show: a test suite per model and a test case per family, failed
+    where it diverged (the verdict and its reproduction in the failure), its counts and ties in its output; and
+    a suite "the run" whose one case fails where the ties exceed their budget."""
+    folders = {folder.name: folder for folder in model_dirs}
+    root = ElementTree.Element("testsuites", name=f"gentwin check: {impl_name} against the oracle {oracle_name}")
+    for model in dict.fromkeys(name for name, _ in cells):
+        own = {family: cell for (name, family), cell in cells.items() if name == model}
+        suite = ElementTree.SubElement(root, "testsuite", name=model, tests=str(len(own)),
+                                       failures=str(sum(cell.failure is not None for cell in own.values())),
+                                       time=f"{sum(cell.seconds for cell in own.values()):.3f}")
+        for family, cell in own.items():
+            case = ElementTree.SubElement(suite, "testcase", classname=model, name=family, time=f"{cell.seconds:.3f}")
+            if cell.failure:
+                scenario, verdict = cell.failure
+                failure = ElementTree.SubElement(case, "failure", message=f"diverged: {verdict.detail}")
+                failure.text = (f"{verdict.detail}\nscenario = {scenario!r}\nreproduce with:\n"
+                                + reproduction(impl_name, oracle_name, folders[model], scenario))
+            ties = "".join(f"\nnumerical tie: {verdict.detail}\n  scenario = {scenario!r}"
+                           for scenario, verdict in cell.ties)
+            ElementTree.SubElement(case, "system-out").text = _counts(cell) + ties
+    run = ElementTree.SubElement(root, "testsuite", name="the run", tests="1", failures=str(int(too_many_ties(cells))))
+    budget = ElementTree.SubElement(run, "testcase", classname="the run", name="ties within the budget")
+    if too_many_ties(cells):
+        ElementTree.SubElement(budget, "failure", message=f"more than {TIE_FRACTION:.0%} of the scenarios on "
+                                                          "models rounding only as float32 does are ties")
+    ElementTree.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
 
 
 def reproduction(impl_name: str, oracle_name: str, folder: Path, scenario: Scenario) -> str:

@@ -111,6 +111,8 @@ def run(argv=None) -> int:
                        help="play them on the running Ray cluster at ADDRESS ('auto': the one this machine "
                             "belongs to); the model folders must be at the same path on its machines")
     check.add_argument("--json", metavar="FILE", type=Path, help="also write the results to FILE as JSON")
+    check.add_argument("--junit-xml", metavar="FILE", type=Path,
+                       help="also write them to FILE as JUnit XML (a suite per model, a case per family)")
 
     commands.add_parser("demo", help="gentwin check on SmolLM2-135M-Instruct, then a short chat with it")
 
@@ -148,7 +150,8 @@ def run(argv=None) -> int:
 
         examples = DEFAULT_EXAMPLES if args.examples is None else args.examples
         passed = run_check(args.impl, args.oracle, args.model or bundled_models(), examples, args.seed,
-                           workers=args.workers, ray_address=args.ray_address, json_file=args.json)
+                           workers=args.workers, ray_address=args.ray_address, json_file=args.json,
+                           junit_file=args.junit_xml)
         return 0 if passed else 1
     if args.command == "import-gguf":
         from gentwin.gguf_import import import_gguf as convert

@@ -70,3 +70,22 @@ def test_a_module_that_cannot_be_imported_is_named():
 def test_a_negative_number_of_examples_is_refused():
     with pytest.raises(GentwinError, match="--examples"):
         check("gentwin.fast", "gentwin.reference", [FIXTURE_MODELS / "llama-fp32"], examples=-1)
+
+
+def test_the_junit_xml_has_a_case_per_model_and_family_failed_where_it_diverged(tmp_path, capsys):
+    import xml.etree.ElementTree as ElementTree
+
+    folder, sound, broken = FIXTURE_MODELS / "llama-fp32", tmp_path / "sound.xml", tmp_path / "broken.xml"
+    assert main(["check", "--model", str(folder), "--examples", "0", "--junit-xml", str(sound)]) == 0
+    assert not check("tests.broken_impls.top_k_off_by_one", "gentwin.reference", [folder], examples=0,
+                     junit_file=broken)
+    capsys.readouterr()
+    for path, diverges in ((sound, False), (broken, True)):
+        suites = {suite.get("name"): suite for suite in ElementTree.parse(path).getroot()}
+        assert set(suites) == {"llama-fp32", "the run"}
+        cases = {case.get("name"): case for case in suites["llama-fp32"]}
+        assert set(cases) == {family.name for family in FAMILIES}
+        failures = [case.find("failure") for case in cases.values() if case.find("failure") is not None]
+        assert int(suites["llama-fp32"].get("failures")) == len(failures) and bool(failures) == diverges
+        assert all("top_k_off_by_one" in failure.text and "judge(" in failure.text for failure in failures)
+        assert suites["the run"].find("testcase").find("failure") is None
