@@ -137,25 +137,32 @@ class ModelFacts:
         """The bound for logits [..., vocab] without unrounded logits at hand: the calibration's rounding."""
         return float(np.max(self.logit_bound(logits, self.calibrated_rounding)))
 
-    @functools.cached_property
+    @property
     def calibrated_rounding(self) -> float:
         """D relative to each row's largest logit, the largest over every position of the greedy battery's
-        prompts (each row alone, without its padding), measured with gentwin.reference on the folder and its rounding twin (0 where nothing rounds)."""
+        prompts (each row alone, without its padding), measured with gentwin.reference on the folder and its
+        rounding twin (0 where nothing rounds); measured once per folder in a process, as gentwin check reads
+        a folder's facts for each family."""
         if not self.rounds_beyond_float32:
             return 0.0
-        import gentwin.reference as oracle  # only here: loading models is what the rest of this module avoids
-        from gentwin.conformance.scenarios import greedy_battery
+        return _calibrated_rounding(str(self.folder.resolve()), self.vocab_size, self.pad_token_id)
 
-        rounded, unrounded = oracle.Model(str(self.folder)), oracle.Model(str(rounding_twin(self.folder)))
-        largest = 0.0
-        for scenario in greedy_battery(min(self.vocab_size, 1000), self.pad_token_id):
-            for row in scenario.prompt:  # one at a time, without its padding: every cache kind takes that
-                prompt = [[token for token in row if token != self.pad_token_id]]
-                # at the battery's max_length, which a windowed KV cache's window fits in
-                logits, twin = (prompt_logits(oracle, model, prompt, scenario.options["max_length"])
-                                for model in (rounded, unrounded))                              # [1, S, V]
-                largest = max(largest, float(np.max(logit_errors(logits, twin) / row_scale(logits))))
-        return largest
+
+@functools.lru_cache(maxsize=None)
+def _calibrated_rounding(folder: str, vocab_size: int, pad_token_id: int) -> float:
+    import gentwin.reference as oracle  # only here: loading models is what the rest of this module avoids
+    from gentwin.conformance.scenarios import greedy_battery
+
+    rounded, unrounded = oracle.Model(folder), oracle.Model(str(rounding_twin(folder)))
+    largest = 0.0
+    for scenario in greedy_battery(min(vocab_size, 1000), pad_token_id):
+        for row in scenario.prompt:  # one at a time, without its padding: every cache kind takes that
+            prompt = [[token for token in row if token != pad_token_id]]
+            # at the battery's max_length, which a windowed KV cache's window fits in
+            logits, twin = (prompt_logits(oracle, model, prompt, scenario.options["max_length"])
+                            for model in (rounded, unrounded))                                  # [1, S, V]
+            largest = max(largest, float(np.max(logit_errors(logits, twin) / row_scale(logits))))
+    return largest
 
 
 def prompt_logits(og, model, prompt, max_length: int | None = None) -> np.ndarray:
