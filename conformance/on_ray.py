@@ -62,6 +62,26 @@ def connect(address: str | None, workers: int) -> bool:
     return True
 
 
+def run_tasks(function, calls: list[tuple], workers: int, ray_address: str | None, progress) -> list:
+    """FUNCTION(*CALL) for every CALL, each a Ray task of one CPU on the cluster at RAY_ADDRESS (or a local one
+    of WORKERS, connect's), retried by Ray where the worker running it dies; the results in CALLS' order,
+    PROGRESS(index, result) as each ends. The sweep's folders and the peer suite's test files run this way."""
+    started_here = connect(ray_address, workers)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=RETRIES)(function)
+        pending = {task.remote(*call): index for index, call in enumerate(calls)}
+        results = [None] * len(calls)
+        while pending:
+            [done], _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(done)
+            results[index] = ray.get(done)
+            progress(index, results[index])
+        return results
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 def check_cells(impl_name: str, oracle_name: str, model_dirs: list[Path], examples: int, run_seed: int,
                 progress) -> dict:
     """The cells of every model x family, in the serial run's order, played on the connected Ray cluster;

@@ -140,3 +140,15 @@ def test_asking_for_ray_without_it_installed_is_refused(monkeypatch):
                         real_find_spec(name, *rest))
     with pytest.raises(GentwinError, match=r"not installed \(pip install 'gentwin\[ray\]'\)"):
         check("gentwin.fast", "gentwin.reference", MODELS, 0, workers=2)
+
+
+@needs_ray
+def test_the_peer_suite_retries_a_file_whose_worker_is_killed(cluster, tmp_path):
+    """The miniature peer checkout's models/test_b.py kills the Ray worker running it, once: its task is
+    retried and every test is in the table once, as the serial run has it."""
+    from tests.test_peer_suite import fake_peer, suite
+
+    peer = fake_peer(tmp_path / "peer")
+    serial = suite(peer, tmp_path / "serial")
+    assert suite(peer, tmp_path / "ray", ray_address=cluster[0]) == serial
+    assert (cluster[1].parent / (cluster[1].name + ".peer-suite")).is_file()  # a worker did die

@@ -1,13 +1,18 @@
 """tools/peer_suite (`make peer-suite`): the generated onnxruntime_genai package answers with the gentwin engine,
-and a test's row name is the same whether read from pytest's JUnit XML or, after a crash, from its node id."""
+a test's row name is the same whether read from pytest's JUnit XML or, after a crash, from its node id, and a
+miniature peer checkout gives the same table serially and on 2 Ray workers (a killed worker: test_check_ray.py)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from tools.peer_suite import run
+from tools.peer_suite import run, table
 
 CONFTEST = '''
 def pytest_addoption(parser):
@@ -56,3 +61,73 @@ def test_junit_rows_are_the_collected_tests(tmp_path):
                         "test_parametrized[[0-9]{3}]": run.PASSED, "test_skips": run.SKIPPED}
     failure = next(result for key, result in results.items() if key.endswith("test_fails"))
     assert "one is not two" in failure.message
+
+
+FAKE_TEST = '''
+import os
+import signal
+
+import pytest
+
+import onnxruntime_genai as og
+
+
+def test_the_engine_answers():
+    assert og.__name__ in ("onnxruntime_genai", "gentwin.reference", "gentwin.fast")
+
+
+def test_{name}_fails_on_gentwin():
+    assert og.__name__ == "onnxruntime_genai", og.__name__
+
+
+def test_{name}_skips():
+    pytest.skip("no model here")
+
+
+def test_{name}_kills_its_ray_worker_once():
+    """Where $GENTWIN_KILL_ONCE names a file (a Ray worker's environment, tests/test_check_ray.py's cluster),
+    the first test process to create FILE.peer-suite kills the Ray worker that runs it, then itself."""
+    marker = os.environ.get("GENTWIN_KILL_ONCE")
+    if marker and "{name}" == "{killer}":
+        try:
+            os.close(os.open(marker + ".peer-suite", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+        os.kill(os.getppid(), signal.SIGKILL)
+        os._exit(1)
+'''
+
+
+def fake_peer(root: Path) -> Path:
+    """ROOT made a checkout of the peer's repository in miniature: the API test file and two models/ test
+    files that pass, fail on gentwin, skip, and (the second) kill their Ray worker once."""
+    python = root / "test" / "python"
+    (python / "models").mkdir(parents=True)
+    (root / "test" / "models").mkdir()
+    (python / "conftest.py").write_text(CONFTEST)
+    for file, name in (("test_onnxruntime_genai_api.py", "api"), ("models/test_a.py", "a"), ("models/test_b.py", "b")):
+        (python / file).write_text(FAKE_TEST.format(name=name, killer="b"))
+    return root
+
+
+def suite(peer: Path, out: Path, **where) -> tuple[str, dict]:
+    """The terminal table and table.json of the suite at PEER on the peer and gentwin.reference."""
+    files = run.test_files(peer / "test" / "python")
+    results = run.run_all(["peer", "reference"], peer, out / "models", out / "runs", files, **where)
+    table.write(results, out)
+    return table.text(results), json.loads((out / "table.json").read_text())
+
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed")
+
+
+@needs_ray
+def test_the_suite_on_two_workers_gives_the_serial_table(tmp_path, capsys):
+    peer = fake_peer(tmp_path / "peer")
+    serial = suite(peer, tmp_path / "serial")
+    assert serial[1]["totals"]["all"] == {"peer": {"passed": 9, "skipped": 3},
+                                          "reference": {"passed": 6, "failed": 3, "skipped": 3}}
+    capsys.readouterr()
+    assert suite(peer, tmp_path / "ray", workers=2) == serial
+    progress = re.findall(r"\[(\d)/3 (peer|reference)\]$", capsys.readouterr().out, re.MULTILINE)
+    assert sorted(progress) == sorted((str(done), engine) for engine in ("peer", "reference") for done in "123")

@@ -4,11 +4,13 @@ Runs test_onnxruntime_genai_api.py and the models/ tests that call the API on on
 onnxruntime_genai answered by gentwin.reference and by gentwin.fast, and prints a per-test table.
 
     python -m tools.peer_suite PEER_CHECKOUT [build|run|all] [--engines ...] [--files ...] [--out DIR]
+                               [--workers N | --ray-address ADDRESS]
 
 PEER_CHECKOUT is a checkout of the peer's repository (its test/ folder is what is read); nothing of it is
 copied into this repository. The CI stand-in models (tools/peer_suite/standins.py) are built once into
 OUT/models with the official builder, which needs .venv-sweep (torch, transformers). The table is also
-written to OUT/table.md and OUT/table.json, next to each run's JUnit XML (OUT/runs/ENGINE/junit).
+written to OUT/table.md and OUT/table.json, next to each run's JUnit XML (OUT/runs/ENGINE/junit). With
+--workers N (N > 1) or --ray-address each engine x test file is a Ray task, with the serial run's table.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gentwin.errors import GentwinError
 from tools.peer_suite import run, standins, table
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "peer-suite"
@@ -28,6 +31,10 @@ def main(argv=None) -> int:
     parser.add_argument("--engines", nargs="+", choices=tuple(run.ENGINES), default=list(run.ENGINES))
     parser.add_argument("--files", nargs="+", metavar="FILE", help="test files, relative to test/python")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the stand-ins, the runs and the table")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="run: above 1, engine x file tasks on a local Ray cluster of N workers (needs ray)")
+    parser.add_argument("--ray-address", metavar="ADDRESS",
+                        help="run: engine x file tasks on the running Ray cluster at ADDRESS ('auto')")
     args = parser.parse_args(argv)
     peer = args.peer.resolve()
     if not (peer / "test" / "python" / "test_onnxruntime_genai_api.py").is_file():
@@ -37,7 +44,11 @@ def main(argv=None) -> int:
         standins.build_all(models, peer / "test" / "models")
     if args.stage in ("run", "all"):
         files = args.files or run.test_files(peer / "test" / "python")
-        results = {engine: run.run_engine(engine, peer, models, args.out / "runs", files) for engine in args.engines}
+        try:
+            results = run.run_all(args.engines, peer, models, args.out / "runs", files, args.workers,
+                                  args.ray_address)
+        except GentwinError as error:
+            parser.error(str(error))
         print("\n" + table.text(results))
         table.write(results, args.out)
     return 0

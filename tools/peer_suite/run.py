@@ -22,6 +22,7 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
 
+from gentwin.conformance.check import uses_ray
 from tools.peer_suite.standins import STANDINS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -161,24 +162,65 @@ def run_file(file: str, cwd: Path, env: dict, test_models: Path, junit: Path) ->
     return {key: Result(cut_short, why) for key in collected_keys(collect(file, cwd, env, test_models))}
 
 
-def run_engine(engine: str, peer: Path, models: Path, work: Path, files: list[str]) -> dict[str, Result]:
-    """Every file's tests under ENGINE; WORK/ENGINE keeps the staged test root, the XML and the logs."""
+@dataclass(frozen=True)
+class FileRun:
+    """One test file under one engine: a task of the suite, run here or on a Ray worker."""
+    engine: str
+    file: str
+    cwd: Path            # the peer's test/python
+    shim: Path | None    # the generated onnxruntime_genai (None: the peer's own)
+    test_models: Path
+    junit: Path
+
+
+def file_runs(engine: str, peer: Path, models: Path, work: Path, files: list[str]) -> list[FileRun]:
+    """Every file under ENGINE, once WORK/ENGINE (the staged test root, the XML and the logs) is ready and
+    `import onnxruntime_genai` is checked to give ENGINE's module."""
     folder = work / engine
     shutil.rmtree(folder, ignore_errors=True)
     test_models = stage_test_root(peer / "test", models, folder / "test")
     shim = write_shim(folder / "shim", ENGINES[engine]) if engine != "peer" else None
-    env = environment(shim)
-    answered_by = imported_module(env)
+    answered_by = imported_module(environment(shim))
     if answered_by != ENGINES[engine]:
         raise RuntimeError(f"`import onnxruntime_genai` gives {answered_by!r} for the {engine} run, "
                            f"not {ENGINES[engine]}")
-    results = {}
-    for file in files:
-        started = time.perf_counter()
-        junit = folder / "junit" / (file.removesuffix(".py").replace("/", ".") + ".xml")
-        file_results = run_file(file, peer / "test" / "python", env, test_models, junit)
-        results.update(file_results)
-        passed = sum(result.outcome == PASSED for result in file_results.values())
-        print(f"  {engine:<9} {file:<48} {passed:>3}/{len(file_results):<3} passed  "
-              f"{time.perf_counter() - started:.0f}s", flush=True)
-    return results
+    return [FileRun(engine, file, peer / "test" / "python", shim, test_models,
+                    folder / "junit" / (file.removesuffix(".py").replace("/", ".") + ".xml")) for file in files]
+
+
+def timed_run(run: FileRun) -> tuple[dict[str, Result], float]:
+    """RUN's results and its seconds; the environment is made where it runs (a Ray worker's, on a cluster)."""
+    started = time.perf_counter()
+    results = run_file(run.file, run.cwd, environment(run.shim), run.test_models, run.junit)
+    return results, time.perf_counter() - started
+
+
+def run_all(engines: list[str], peer: Path, models: Path, work: Path, files: list[str], workers: int = 1,
+            ray_address: str | None = None) -> dict[str, dict[str, Result]]:
+    """Every file's tests under every engine, {engine: {test: result}} in the serial run's order: one file
+    after the other or, with WORKERS above 1 or a RAY_ADDRESS, every engine x file a Ray task (gentwin check's
+    rules: gentwin.conformance.check.uses_ray). The staged folders travel by path: on a cluster, WORK, MODELS
+    and PEER must be on storage every machine sees at those paths."""
+    distributed = uses_ray(workers, ray_address)
+    runs = [run for engine in engines for run in file_runs(engine, peer, models, work, files)]
+    done = {engine: 0 for engine in engines}
+
+    def progress(index: int, timed: tuple[dict[str, Result], float]) -> None:
+        run, (results, seconds) = runs[index], timed
+        done[run.engine] += 1
+        passed = sum(result.outcome == PASSED for result in results.values())
+        print(f"  {run.engine:<9} {run.file:<48} {passed:>3}/{len(results):<3} passed  {seconds:4.0f}s  "
+              f"[{done[run.engine]}/{len(files)} {run.engine}]", flush=True)
+
+    if distributed:
+        from gentwin.conformance import on_ray
+        timed = on_ray.run_tasks(timed_run, [(run,) for run in runs], workers, ray_address, progress)
+    else:
+        timed = []
+        for run in runs:
+            timed.append(timed_run(run))
+            progress(len(timed) - 1, timed[-1])
+    merged = {engine: {} for engine in engines}
+    for run, (results, _) in zip(runs, timed):
+        merged[run.engine].update(results)
+    return merged

@@ -290,24 +290,16 @@ def play_on_ray(selected: list[Build], root: Path, workers: int, ray_address: st
     """run_worker on each folder as a Ray task (its own process still plays the folder, under the timeout),
     retried by Ray where the worker running it dies; the results in SELECTED's order, PROGRESS as each ends.
     The folders travel by path: on a cluster, ROOT must be on storage every machine sees at that path."""
-    import ray
-
     from gentwin.conformance import on_ray
 
-    started_here = on_ray.connect(ray_address, workers)
-    try:
-        task = ray.remote(num_cpus=1, max_retries=on_ray.RETRIES)(timed_worker)
-        pending = {task.remote(build, root): index for index, build in enumerate(selected)}
-        results = [None] * len(selected)
-        while pending:
-            [done], _ = ray.wait(list(pending), num_returns=1)
-            index = pending.pop(done)
-            results[index], seconds = ray.get(done)
-            progress(len(selected) - len(pending), selected[index], results[index], seconds)
-        return results
-    finally:
-        if started_here:
-            ray.shutdown()
+    finished = []
+
+    def done(index: int, timed: tuple[FolderResult, float]) -> None:
+        finished.append(index)
+        progress(len(finished), selected[index], *timed)
+
+    timed = on_ray.run_tasks(timed_worker, [(build, root) for build in selected], workers, ray_address, done)
+    return [result for result, _ in timed]
 
 
 if __name__ == "__main__":
