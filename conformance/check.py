@@ -17,7 +17,7 @@ computes in half precision, two correct implementations' logits differ by up to 
 common on deep models (SmolLM2-135M int4: 12 of 13 streams part), and each tie has passed both questions, so
 they are reported and not budgeted.
 
-With --workers N (N > 1) or --ray-address the cells are tasks on Ray (on_ray.py), with the serial run's results.
+With --workers N (N > 1; auto: the free cores) or --ray-address the cells are tasks on Ray (on_ray.py), with the serial run's results.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gentwin.chat.client import DEFAULT_ENGINE, ENGINES
 from gentwin.errors import GentwinError
+from gentwin.threads import worker_count
 
 USER_ERROR = 2
 INTERRUPTED = 130
@@ -104,9 +105,10 @@ def run(argv=None) -> int:
                        help="scenarios hypothesis generates per model and family, besides the fixed ones "
                             "(default 25, about a minute of CPU time on the bundled fixtures)")
     check.add_argument("--seed", type=int, default=0, help="seed of the generated scenarios (same seed, same run)")
-    check.add_argument("--workers", type=int, default=1,
+    check.add_argument("--workers", type=worker_count, default=1, metavar="N|auto",
                        help="above 1: play the models and families on a local Ray cluster of N workers, started "
-                            "here (needs ray: pip install 'gentwin[ray]'); default 1, serial, without Ray")
+                            "here (needs ray: pip install 'gentwin[ray]'); auto: as many as cores are free now "
+                            "(cores less the load average); default 1, serial, without Ray")
     check.add_argument("--ray-address", metavar="ADDRESS",
                        help="play them on the running Ray cluster at ADDRESS ('auto': the one this machine "
                             "belongs to); the model folders must be at the same path on its machines")

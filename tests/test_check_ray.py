@@ -16,6 +16,7 @@ from gentwin.cli import main
 from gentwin.conformance.check import check
 from gentwin.conformance.families import FAMILIES
 from gentwin.errors import GentwinError
+from gentwin.threads import worker_count
 from tests.conftest import FIXTURE_MODELS
 
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
@@ -143,12 +144,33 @@ def test_asking_for_ray_without_it_installed_is_refused(monkeypatch):
 
 
 @needs_ray
-def test_the_peer_suite_retries_a_file_whose_worker_is_killed(cluster, tmp_path):
-    """The miniature peer checkout's models/test_b.py kills the Ray worker running it, once: its task is
-    retried and every test is in the table once, as the serial run has it."""
+def test_the_peer_suite_on_two_workers_gives_the_serial_table_though_a_worker_dies(cluster, tmp_path, capsys):
+    """The miniature peer checkout's models/test_b.py kills the Ray worker running it, once: its file is
+    retried, and every test is in the table once, as the serial run has it."""
     from tests.test_peer_suite import fake_peer, suite
 
     peer = fake_peer(tmp_path / "peer")
     serial = suite(peer, tmp_path / "serial")
+    assert serial[1]["totals"]["all"] == {"reference": {"passed": 4, "failed": 2, "skipped": 2}}
+    capsys.readouterr()
     assert suite(peer, tmp_path / "ray", ray_address=cluster[0]) == serial
     assert (cluster[1].parent / (cluster[1].name + ".peer-suite")).is_file()  # a worker did die
+    progress = re.findall(r"\[(\d)/2 reference\]$", capsys.readouterr().out, re.MULTILINE)
+    assert sorted(progress) == ["1", "2"]
+
+
+@pytest.mark.parametrize("load, workers", [(0.3, 2), (1.4, 1), (5.0, 1)])
+def test_auto_workers_are_the_free_cores_and_at_least_one(monkeypatch, load, workers):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "getloadavg", lambda: (load, 0.0, 0.0))
+    assert worker_count("auto") == workers
+
+
+def test_workers_other_than_a_number_or_auto_are_refused(capsys):
+    from tools.peer_suite.__main__ import main as peer_suite
+    from tools.sweep.__main__ import main as sweep
+
+    for parse, argv in ((main, ["check"]), (sweep, ["play"]), (peer_suite, ["peer", "run"])):
+        with pytest.raises(SystemExit):
+            parse([*argv, "--workers", "many"])
+        assert "--workers: takes a number or 'auto', not 'many'" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import argparse
 from pathlib import Path
 
 from gentwin.errors import GentwinError
+from gentwin.threads import worker_count
 from tools.peer_suite import run, standins, table
 
 DEFAULT_OUT = Path(__file__).resolve().parents[2] / "peer-suite"
@@ -31,8 +32,9 @@ def main(argv=None) -> int:
     parser.add_argument("--engines", nargs="+", choices=tuple(run.ENGINES), default=list(run.ENGINES))
     parser.add_argument("--files", nargs="+", metavar="FILE", help="test files, relative to test/python")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="the stand-ins, the runs and the table")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="run: above 1, engine x file tasks on a local Ray cluster of N workers (needs ray)")
+    parser.add_argument("--workers", type=worker_count, default=1, metavar="N|auto",
+                        help="run: above 1, engine x file tasks on a local Ray cluster of N workers (needs ray); "
+                             "auto: the cores free now")
     parser.add_argument("--ray-address", metavar="ADDRESS",
                         help="run: engine x file tasks on the running Ray cluster at ADDRESS ('auto')")
     args = parser.parse_args(argv)

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 from gentwin.errors import GentwinError
+from gentwin.threads import worker_count
 from tools.sweep.catalogue import builds
 
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "sweep-models"
@@ -22,8 +23,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="+", metavar="NAME", help="folder names, or family names")
     parser.add_argument("--json", metavar="FILE", help="also write the verdicts as JSON to FILE")
     parser.add_argument("--models", type=Path, default=DEFAULT_ROOT, help="where the folders are built")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="play: above 1, the folders as tasks on a local Ray cluster of N workers (needs ray)")
+    parser.add_argument("--workers", type=worker_count, default=1, metavar="N|auto",
+                        help="play: above 1, the folders as tasks on a local Ray cluster of N workers (needs ray); "
+                             "auto: the cores free now")
     parser.add_argument("--ray-address", metavar="ADDRESS",
                         help="play: the folders as tasks on the running Ray cluster at ADDRESS ('auto')")
     args = parser.parse_args(argv)
